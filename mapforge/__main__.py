@@ -1,0 +1,5 @@
+import sys
+
+from mapforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""The `mapforge` command: one subcommand module per stage, argument parsing only.
+
+Each module in `COMMANDS` exposes `register(subparsers)`, which adds its subcommand(s) and sets `func` to a
+callable taking the parsed arguments. Logic lives in the stage packages, never here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mapforge import __version__
+from mapforge.errors import MapforgeError
+
+COMMANDS = ["model", "calibrate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mapforge",
+        description="Photographs to 3D maps: SfM, MVS, NeRF, Gaussian splatting and pointmaps, fast on a CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"mapforge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"mapforge.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except MapforgeError as exc:
+        print(f"mapforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mapforge {args.command}: interrupted; finished outputs are kept and a re-run resumes", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero, never with a traceback."""
+
+
+class MapforgeError(Exception):
+    """Bad input or an impossible request, described for the user in one line."""
+
+
+class InputError(MapforgeError):
+    """A file or folder given by the user is missing, unreadable, corrupt or malformed."""
+
+
+class ReconstructionError(MapforgeError):
+    """A stage ran but could not produce a usable result (too few matches, no initial pair, ...)."""

@@ -1,0 +1,61 @@
+"""Write-then-rename, so that a crash never leaves a half-written file or folder that looks complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mapforge.errors import MapforgeError
+
+
+def _check_writable(parent: Path) -> None:
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MapforgeError(f"cannot create output folder {parent}: {exc.strerror or exc}") from exc
+    if not os.access(parent, os.W_OK):
+        raise MapforgeError(f"output folder {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on failure removed.
+
+    Works for files and folders alike: whatever the caller creates at the yielded path is moved into place.
+    An existing folder at `path` is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    _check_writable(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.rmdir()  # the caller decides whether it becomes a file or a folder
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"nothing was written to {tmp}")
+        if path.is_dir() and tmp.is_dir():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.errno == 28:
+            raise MapforgeError(f"no space left on the device while writing {path}") from exc
+        raise MapforgeError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif tmp.exists():
+        tmp.unlink()
