@@ -158,18 +158,25 @@ class Reconstruction:
         return np.stack([p.rgb for p in self.points3D.values()])
 
     def reprojection_errors(self) -> np.ndarray:
-        """The pixel distance between every observation and its point's projection, `[num_observations]`."""
+        """The pixel distance between every observation and its point's projection, `[num_observations]`.
+
+        Observations behind their camera are left out.
+        """
+        if not self.points3D:
+            return np.zeros(0)
+        xyz = self.points_xyz()
+        tracks = [p.track for p in self.points3D.values()]
+        obs = np.concatenate(tracks)  # [M, 2] (image_id, keypoint_index)
+        point_index = np.repeat(np.arange(len(tracks)), [len(t) for t in tracks])
         errors = []
-        for point in self.points3D.values():
-            for image_id, keypoint_index in point.track:
-                image = self.images[int(image_id)]
-                camera = self.cameras[image.camera_id]
-                p_cam = image.cam_from_world.apply(point.xyz)
-                if p_cam[2] <= 0:
-                    continue
-                projected = camera.project(p_cam[None])[0]
-                errors.append(np.linalg.norm(projected - image.keypoints[int(keypoint_index)]))
-        return np.asarray(errors, dtype=np.float64)
+        for image_id in np.unique(obs[:, 0]):
+            sel = obs[:, 0] == image_id
+            image = self.images[int(image_id)]
+            p_cam = image.cam_from_world.apply(xyz[point_index[sel]])
+            front = p_cam[:, 2] > 0
+            projected = self.cameras[image.camera_id].project(p_cam[front])
+            errors.append(np.linalg.norm(projected - image.keypoints[obs[sel, 1][front]], axis=1))
+        return np.concatenate(errors)
 
     def track_lengths(self) -> np.ndarray:
         """Track length of every point, `[N]`."""
