@@ -25,11 +25,15 @@ class Dataset:
         cam_from_world: one pose per image, or None when the data has no poses.
         split: index lists, at least "train" and "test" (these may be equal when there is no held-out set).
         loader: `loader(i) -> [H, W, 3] float32 in [0, 1]`, alpha already composited over `background`.
-        background: `[3]` float32 background colour for data with alpha (Blender), else None.
+        background: `[3]` float32 background colour for data with alpha (Blender); None when no alpha is expected
+            (any alpha that does turn up is composited over black).
         depth_loader: `depth_loader(i) -> [H, W] float32` z-depth (0 where unknown), or None.
         near_far: `[N, 2]` per-image depth bounds when the data gives them (LLFF), else None.
-        points: a sparse model that came with the data (COLMAP folders), for initialisation, else None.
+        points: a sparse model that came with the data (COLMAP folders), for initialisation, else None. Its cameras
+            keep the model's own resolution even when the images were downscaled; point coordinates are unaffected.
         image_dir: the folder images were read from, when there is one.
+        image_paths: the file of every image, when images come from files (frames of a transforms.json may lie
+            outside `image_dir`); empty for in-memory data such as the built-in scene.
     """
 
     name: str
@@ -43,6 +47,7 @@ class Dataset:
     near_far: np.ndarray | None = None
     points: Reconstruction | None = None
     image_dir: Path | None = None
+    image_paths: list[Path] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
