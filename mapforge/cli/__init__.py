@@ -13,7 +13,7 @@ import sys
 from mapforge import __version__
 from mapforge.errors import MapforgeError
 
-COMMANDS = ["model"]
+COMMANDS = ["model", "calibrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
