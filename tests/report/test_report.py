@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapforge.errors import InputError
+from mapforge.report import RunFolder, write_report
+from mapforge.report.html import top_down
+from mapforge.report.svg import nice_ticks
+from tests.report.run_fixture import make_run_folder
+
+
+class _Collector(HTMLParser):
+    """Section ids, svg elements, img sources and every src/href attribute of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.svgs = 0
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.svg_shapes: dict[str, int] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "section":
+            self.sections.append(attributes.get("id", ""))
+        if tag == "svg":
+            self.svgs += 1
+        if tag in ("rect", "polyline", "circle"):
+            self.svg_shapes[tag] = self.svg_shapes.get(tag, 0) + 1
+        if tag == "img":
+            self.images.append(attributes.get("src") or "")
+        for name in ("src", "href"):
+            if attributes.get(name):
+                self.links.append(attributes[name])
+
+
+def _parse(path: Path) -> _Collector:
+    collector = _Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    return collector
+
+
+def test_full_report_has_every_section_and_is_self_contained(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path)
+    path = write_report(out)
+    assert path == out / "report.html"
+    page = _parse(path)
+    for section in ("sfm", "reprojection", "trajectory", "training", "renders", "timings", "notes"):
+        assert section in page.sections
+    # histogram, trajectory, loss, PSNR, number of Gaussians, timing bars
+    assert page.svgs == 6
+    # 2 test renders of the splat method, each beside its photo, inlined as PNG
+    assert len(page.images) == 4
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert not [link for link in page.links if not link.startswith("data:")]
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", text)
+    assert "6 of 6" in text  # images registered of the input images
+    assert "Sim3" in text and "RMSE" in text  # trajectory aligned onto the ground truth
+    assert "no test renders for nerf" in text  # nerf left no renders: listed under Notes
+    assert not list(out.glob(".report.html.*"))  # atomic write leaves no temporary file
+
+
+def test_trajectory_alignment_recovers_ground_truth(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path)
+    text = Path(write_report(out)).read_text(encoding="utf-8")
+    rmse = float(re.search(r"RMSE ([0-9.e+-]+)", text).group(1))
+    assert rmse < 1e-6  # the estimate is an exact similarity of the truth
+
+
+def test_report_of_an_sfm_only_run_lists_what_is_missing(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path, parts="sfm")
+    (out / "ground_truth.json").unlink()
+    page = _parse(write_report(out))
+    assert {"sfm", "reprojection", "trajectory", "timings", "notes"} <= set(page.sections)
+    assert "training" not in page.sections and "renders" not in page.sections
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "no novel-view synthesis output" in text
+
+
+def test_report_of_an_empty_folder_is_only_notes(tmp_path: Path) -> None:
+    page = _parse(write_report(tmp_path))
+    assert page.sections == ["notes"]
+    assert page.svgs == 0
+
+
+def test_report_without_images_folder_shows_renders_alone(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path)
+    shutil.rmtree(tmp_path / "images")
+    page = _parse(write_report(out))
+    assert len(page.images) == 2  # renders without their photos
+
+
+def test_missing_run_folder_and_bad_json_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        write_report(tmp_path / "absent")
+    (tmp_path / "timings.json").write_text("{not json")
+    with pytest.raises(InputError, match="timings.json"):
+        write_report(tmp_path)
+
+
+def test_run_folder_parts(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path)
+    run = RunFolder(out)
+    assert run.image_dir == tmp_path / "images"
+    assert run.input_image_count() == 6
+    assert run.methods() == ["splat", "nerf"]
+    assert len(run.history("splat")) == 11
+    render = run.test_renders("splat")[0]
+    assert run.photo_for_render(render) == tmp_path / "images" / render.name
+    assert set(run.ground_truth_centers()) == {f"view_{i:02d}.png" for i in range(6)}
+    assert run.timings == {"sfm": 6.5, "splat": 40.0, "nerf": 55.0}
+    assert run.mesh_ply is None and run.dense_ply is None
+
+
+def test_nice_ticks_and_top_down() -> None:
+    assert nice_ticks(0, 1, 5) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(3, 97, 4) == [20, 40, 60, 80]
+    points = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    xy, labels = top_down(points, np.array([0.0, 0.0, 1.0]))
+    np.testing.assert_allclose(xy, points[:, :2])
+    assert labels == ("x", "y")
+    xy, labels = top_down(points, np.array([0.0, -1.0, 0.0]))  # up is -y: x right, z up the page (x × z = -y)
+    np.testing.assert_allclose(xy, points[:, [0, 2]])
+    assert labels == ("x", "z")
+    assert top_down(points, np.array([0.0, 1.0, 0.0]))[1] == ("z", "x")
+    tilted = np.array([0.0, np.sin(0.7), np.cos(0.7)])
+    xy, _ = top_down(np.random.default_rng(0).normal(size=(10, 3)), tilted)
+    assert xy.shape == (10, 2)
