@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mapforge.errors import InputError
+from mapforge.metrics.image import psnr
+from mapforge.nerf.models import NeRFModel
+from mapforge.nerf.trainer import FastNeRFConfig, NeRFConfig, load_checkpoint, render_image, train
+from tests.nerf.scenes import sphere_dataset
+
+FAST = dict(
+    batch_rays=1024, target_samples=1 << 14, num_levels=8, log2_hashmap_size=14, finest_resolution=128,
+    grid_resolution=32, render_steps=128, grid_warmup_steps=32, grid_update_every=8, grid_update_fraction=0.25,
+    lr_final=1e-3, warmup_steps=0, checkpoint_every=100,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny batches: a second intra-op thread costs more in synchronisation than it saves (and a lot on a busy
+    # machine), so these tests run single-threaded.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fast_model_fits_sphere_and_resumes(tmp_path):
+    dataset = sphere_dataset(3, 24)
+    result = train(dataset, FastNeRFConfig(steps=150, **FAST), tmp_path, progress=False)
+    assert result.metrics["psnr"] > 27.0, result.metrics
+    assert result.step == 150
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["psnr"] == pytest.approx(result.metrics["psnr"])
+    assert len(list((tmp_path / "renders").glob("*.png"))) == 3
+
+    model, config, setup, state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert isinstance(config, FastNeRFConfig) and state["step"] == 150
+    view = render_image(model, setup, dataset.cameras[0], dataset.cam_from_world[0])
+    again = render_image(result.model, result.setup, dataset.cameras[0], dataset.cam_from_world[0])
+    np.testing.assert_allclose(view["rgb"], again["rgb"], atol=1e-6)
+    assert view["depth"].shape == (24, 24)
+    # the sphere is opaque, the corners see only background
+    assert view["opacity"][12, 12] > 0.9 and view["opacity"][0, 0] < 0.05
+    assert psnr(view["rgb"], dataset.load_image(0)) > 27.0
+
+    resumed = train(dataset, FastNeRFConfig(steps=160, **FAST), tmp_path, resume=True, progress=False)
+    assert resumed.step == 160
+    with pytest.raises(InputError):
+        train(dataset, NeRFConfig(steps=1), tmp_path, resume=True, progress=False)
+
+
+def test_nerf_hierarchical_sampling_and_loss():
+    model = NeRFModel(num_coarse=8, num_fine=16, width=32)
+    seen = []
+    model.fine.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    origins = torch.tensor([[0.0, 0.0, -3.0], [0.5, 0.0, -3.0]])
+    directions = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    out = model.render_rays(origins, directions, torch.full((2,), 2.0), torch.full((2,), 4.0), torch.ones(3), perturb=True)
+    assert set(out) == {"coarse", "fine"}
+    assert seen == [2 * 24]  # the fine network sees coarse and fine samples together
+    assert out["coarse"].weights.shape == (2, 8) and out["fine"].weights.shape == (2, 24)
+    target = torch.zeros(2, 3)
+    loss = NeRFModel.loss(out, target)
+    torch.testing.assert_close(loss, ((out["coarse"].rgb - target) ** 2).mean() + ((out["fine"].rgb - target) ** 2).mean())
+
+
+def test_original_nerf_trains(tmp_path):
+    dataset = sphere_dataset(2, 12)
+    config = NeRFConfig(steps=40, batch_rays=128, num_coarse=16, num_fine=16, width=64, lr=2e-3, eval_views=1,
+                        checkpoint_every=0)
+    result = train(dataset, config, tmp_path, progress=False)
+    assert result.step == 40
+    # better than the untrained network (about 8 dB on this image)
+    assert result.metrics["psnr"] > 12.0, result.metrics
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_fast_model_renders_background_where_the_grid_is_empty():
+    from mapforge.nerf.models import FastNeRFModel
+
+    model = FastNeRFModel(torch.tensor([[-1.0] * 3, [1.0] * 3]), grid_resolution=8, render_steps=64, num_levels=4,
+                          log2_hashmap_size=10, finest_resolution=32)
+    model.grid.occupied[:] = False
+    origins = torch.tensor([[0.0, 0.0, -3.0]]).repeat(4, 1)
+    directions = torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1)
+    out = model.render_rays(origins, directions, torch.zeros(4), torch.full((4,), 10.0), torch.tensor([0.1, 0.2, 0.3]))
+    torch.testing.assert_close(out["fine"].rgb, torch.tensor([[0.1, 0.2, 0.3]]).repeat(4, 1))
+    assert model.last_num_samples == 0
