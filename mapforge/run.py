@@ -1,0 +1,241 @@
+"""`mapforge run`: photos to a scene you can look at, stage by stage, resumable.
+
+The only module that knows the order of the stages. Each stage writes its own folder under the output folder and
+finishes by writing its summary file (`sfm/report.json`, `splat/metrics.json`), so a stage whose summary exists is
+complete and is skipped on a re-run; an interrupted stage resumes from its own caches and checkpoints. The
+options of a run are written to `run.toml` beside the outputs, and `mapforge run --config run.toml` repeats it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import tomli_w
+
+from mapforge.errors import InputError, MapforgeError
+from mapforge.io.atomic import atomic_path
+from mapforge.report import write_report
+
+CONFIG_NAME = "run.toml"
+METHODS = ("splat", "nerf", "none")
+INITS = ("sfm", "pointmap")
+
+
+@dataclass
+class RunConfig:
+    """Every option of a run. Paths are stored as given.
+
+    Attributes:
+        images: folder of input photos.
+        output: output folder.
+        method: what to train after the poses: "splat" (3D Gaussian splatting), "nerf", or "none".
+        init: where poses and the first points come from: "sfm", or "pointmap" (needs `weights`).
+        weights: a DUSt3R/MASt3R checkpoint file for `init = "pointmap"`.
+        dense: also run multi-view stereo.
+        intrinsics: a 3x3 K text file or COLMAP cameras.txt; empty = look beside the images, else EXIF or a prior.
+        camera_model: COLMAP model for unknown intrinsics; empty = SIMPLE_RADIAL, as COLMAP.
+        matcher: pair selection for SfM: exhaustive, sequential or retrieval.
+        max_image_size: SfM features are extracted with the longer side shrunk to this (0 = the SfM default).
+        minutes: wall-clock training budget of the splat/NeRF stage (0 = use `iterations`).
+        iterations: training iterations when `minutes` is 0.
+        downscale: train on images reduced this many times.
+        ground_truth: a COLMAP model with true poses; when given, poses are scored against it.
+        overwrite: recompute stages whose outputs are already complete.
+    """
+
+    images: str
+    output: str
+    method: str = "splat"
+    init: str = "sfm"
+    weights: str = ""
+    dense: bool = False
+    intrinsics: str = ""
+    camera_model: str = ""
+    matcher: str = "exhaustive"
+    max_image_size: int = 0
+    minutes: float = 5.0
+    iterations: int = 30000
+    downscale: int = 1
+    ground_truth: str = ""
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        if self.init not in INITS:
+            raise InputError(f"unknown init {self.init!r} (choose from {', '.join(INITS)})")
+        if self.init == "pointmap" and not self.weights:
+            raise InputError("--init pointmap needs --weights FILE (a DUSt3R or MASt3R checkpoint)")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"config file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"config file {path} is not valid TOML: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+        missing = [name for name in ("images", "output") if name not in values]
+        if missing:
+            raise InputError(f"config file {path}: missing option(s) {', '.join(missing)}")
+        return cls(**values)
+
+    def write(self, path: str | Path) -> Path:
+        with atomic_path(path) as tmp:
+            tmp.write_text(tomli_w.dumps(asdict(self)), encoding="utf-8")
+        return Path(path)
+
+
+def _complete(marker: Path, config: RunConfig) -> bool:
+    return marker.is_file() and not config.overwrite
+
+
+def stage_sfm(config: RunConfig, out: Path) -> dict:
+    """Structure-from-Motion into `out/sfm`; returns its report."""
+    from mapforge.sfm.pipeline import SfMConfig, run_sfm
+
+    report_path = out / "sfm" / "report.json"
+    if _complete(report_path, config):
+        print(f"sfm: complete, skipped ({report_path})")
+        return json.loads(report_path.read_text())
+    sfm_config = SfMConfig(intrinsics=config.intrinsics or None, camera_model=config.camera_model or None)
+    sfm_config.matching.pairs = config.matcher
+    if config.max_image_size:
+        sfm_config.features.max_image_size = config.max_image_size
+    return run_sfm(config.images, out / "sfm", sfm_config).report
+
+
+def stage_splat(config: RunConfig, out: Path) -> dict:
+    """Gaussian splatting on the SfM model into `out/splat`; returns the test metrics."""
+    from mapforge.datasets import load_dataset
+    from mapforge.splat.trainer import TrainConfig, train
+
+    metrics_path = out / "splat" / "metrics.json"
+    if _complete(metrics_path, config):
+        print(f"splat: complete, skipped ({metrics_path})")
+        return json.loads(metrics_path.read_text())
+    dataset = load_dataset(out / "sfm", layout="colmap", image_dir=config.images, downscale=config.downscale)
+    train_config = TrainConfig(minutes=config.minutes or None, iterations=config.iterations)
+    return train(dataset, out / "splat", train_config, resume=not config.overwrite)
+
+
+def stage_ground_truth(config: RunConfig, out: Path) -> dict:
+    """Score the SfM poses against the ground-truth model; writes `out/ground_truth.json`."""
+    from mapforge.io.colmap import read_model
+    from mapforge.metrics.pose import evaluate_poses
+
+    est = read_model(out / "sfm" / "sparse" / "0")
+    gt = read_model(config.ground_truth)
+    evaluation = evaluate_poses(
+        {image.name: image.cam_from_world for image in est.images.values()},
+        {image.name: image.cam_from_world for image in gt.images.values()},
+    )
+    result = {
+        "num_images": evaluation.num_images,
+        "num_registered": evaluation.num_registered,
+        "median_rot_err_deg": evaluation.median_rot_err_deg,
+        "median_trans_err_deg": evaluation.median_trans_err_deg,
+        "accuracy": evaluation.accuracy,
+        "auc": evaluation.auc,
+        "ate_rmse": evaluation.ate_rmse,
+        "camera_centers": {image.name: image.center.tolist() for image in gt.images.values()},
+        "summary": evaluation.summary(),
+    }
+    with atomic_path(out / "ground_truth.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _unavailable(what: str, issue: str) -> MapforgeError:
+    return MapforgeError(f"{what} is not available in this version of mapforge yet ({issue})")
+
+
+def run(config: RunConfig) -> dict:
+    """Run every stage the config asks for; returns what each stage reported, by stage name."""
+    out = Path(config.output)
+    if not Path(config.images).is_dir():
+        raise InputError(f"image folder {config.images} does not exist")
+    if config.init == "pointmap":
+        raise _unavailable("the pointmap initialisation (--init pointmap)", "pointmap issue")
+    if config.dense:
+        raise _unavailable("multi-view stereo (--dense)", "no MVS stage yet")
+    if config.method == "nerf":
+        raise _unavailable("NeRF training in `mapforge run` (--method nerf)", "NeRF issue")
+    out.mkdir(parents=True, exist_ok=True)
+    config.write(out / CONFIG_NAME)
+
+    results: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    stages = [("sfm", stage_sfm)]
+    if config.ground_truth:
+        stages.append(("ground_truth", stage_ground_truth))
+    if config.method == "splat":
+        stages.append(("splat", stage_splat))
+    for name, stage in stages:
+        start = time.perf_counter()
+        results[name] = stage(config, out)
+        timings[name] = time.perf_counter() - start
+    with atomic_path(out / "timings.json") as tmp:
+        tmp.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+    results["timings"] = timings
+    results["report"] = str(write_report(out))
+    return results
+
+
+def summary_text(results: dict) -> str:
+    """The closing summary of a run."""
+    lines = []
+    sfm = results.get("sfm")
+    if sfm:
+        best = sfm["models"][0]
+        lines.append(
+            f"SfM: registered {best['registered_images']}/{sfm['num_images']} images, {best['points']} points, "
+            f"reprojection error {best['mean_reprojection_error_px']:.3f} px"
+        )
+    gt = results.get("ground_truth")
+    if gt:
+        auc = ", ".join(f"{k} {100 * v:.1f}" for k, v in gt["auc"].items())
+        lines.append(
+            f"poses vs ground truth: median relative rotation error {gt['median_rot_err_deg']:.3f} deg, "
+            f"translation direction {gt['median_trans_err_deg']:.3f} deg; {auc}"
+        )
+    splat = results.get("splat")
+    if splat:
+        lines.append(
+            f"splat: test PSNR {splat.get('psnr', float('nan')):.2f} dB, SSIM {splat.get('ssim', float('nan')):.4f}, "
+            f"{splat.get('num_gaussians', 0)} Gaussians"
+        )
+    timings = results.get("timings", {})
+    if timings:
+        lines.append("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    if "report" in results:
+        lines.append(f"report: {results['report']}")
+    return "\n".join(lines)
+
+
+def run_demo(out: str | Path, minutes: float = 4.0) -> dict:
+    """The main job on the built-in synthetic scene: render it, then `run` on its images against its ground truth."""
+    from mapforge.datasets.synthetic import make_scene, write_scene
+
+    out = Path(out)
+    scene = out / "scene"
+    if not (scene / "sparse_gt").is_dir():
+        print("rendering the built-in scene ...")
+        write_scene(make_scene(), scene)
+    config = RunConfig(
+        images=str(scene / "images"),
+        output=str(out),
+        intrinsics=str(scene / "sparse_gt" / "cameras.txt"),
+        ground_truth=str(scene / "sparse_gt"),
+        minutes=minutes,
+    )
+    return run(config)

@@ -1,0 +1,63 @@
+"""`mapforge run`: stages complete, a re-run skips them, and the saved config reproduces the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mapforge.cli import main
+from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
+from mapforge.errors import InputError
+from mapforge.run import CONFIG_NAME, RunConfig, run
+
+
+NUM_IMAGES = 10
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 10 views (12 degrees apart) of a smaller built-in scene; the ground truth keeps all 30."""
+    folder = tmp_path_factory.mktemp("scene") / "scene"
+    write_scene(make_scene(SyntheticConfig(width=240, height=180)), folder, num_points=500)
+    for path in sorted((folder / "images").iterdir())[NUM_IMAGES:]:
+        path.unlink()
+    return folder
+
+
+def test_run_sfm_resumes_and_reproduces(scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = RunConfig(
+        images=str(scene / "images"),
+        output=str(tmp_path / "out"),
+        method="none",
+        intrinsics=str(scene / "sparse_gt" / "cameras.txt"),
+        ground_truth=str(scene / "sparse_gt"),
+    )
+    results = run(config)
+    assert results["sfm"]["models"][0]["registered_images"] == NUM_IMAGES
+    assert results["ground_truth"]["num_registered"] == NUM_IMAGES
+    assert results["ground_truth"]["median_rot_err_deg"] < 0.5
+    assert (tmp_path / "out" / "report.html").is_file()
+    report = tmp_path / "out" / "sfm" / "report.json"
+    stamp = report.stat().st_mtime_ns
+
+    capsys.readouterr()
+    assert main(["run", "--config", str(tmp_path / "out" / CONFIG_NAME)]) == 0
+    assert "sfm: complete, skipped" in capsys.readouterr().out
+    assert report.stat().st_mtime_ns == stamp
+    assert RunConfig.from_file(tmp_path / "out" / CONFIG_NAME) == config
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('images = "x"\noutput = "y"\nbogus = 1\n')
+    with pytest.raises(InputError, match="unknown option"):
+        RunConfig.from_file(path)
+    path.write_text("images = [\n")
+    with pytest.raises(InputError, match="not valid TOML"):
+        RunConfig.from_file(path)
+
+
+def test_pointmap_needs_weights() -> None:
+    with pytest.raises(InputError, match="--weights"):
+        RunConfig(images="x", output="y", init="pointmap")
