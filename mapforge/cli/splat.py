@@ -1,0 +1,129 @@
+"""`mapforge splat train|render`: 3D Gaussian splatting from posed images, and rendering a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+from mapforge.splat.densify import DensifyConfig
+from mapforge.splat.rasterize.api import BACKENDS
+from mapforge.splat.trainer import TrainConfig
+
+
+def _color(text: str) -> tuple[float, float, float]:
+    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+    if text.lower() in named:
+        return named[text.lower()]
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"background must be white, black or R,G,B in [0, 1], got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("splat", help="3D Gaussian splatting: train on posed images, render views")
+    commands = parser.add_subparsers(dest="splat_command", metavar="ACTION", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train Gaussians on a posed data set",
+        description="Train 3D Gaussian splatting on DATA (Blender scene, nerfstudio/instant-ngp transforms.json, "
+        "COLMAP project as `mapforge sfm` writes it, LLFF, ...). OUT receives point_cloud.ply (3DGS layout), "
+        "scene.splat, config.json, metrics.json, training_curve.svg, renders of the test views and a checkpoint.",
+    )
+    train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
+    train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=_positive_int, help=f"optimisation steps (default {TrainConfig.iterations})")
+    length.add_argument("--minutes", type=_positive_float,
+                        help="wall-clock training budget: the schedule is laid over it and training stops when spent")
+    train.add_argument("--downscale", type=_positive_int, default=1, help="shrink images by this factor (default 1)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
+    train.add_argument("--init", metavar="PATH",
+                       help="start from a 3DGS .ply or .splat, a point-cloud .ply or a COLMAP model folder "
+                       "(default: the data's sparse points, else random Gaussians in the scene's box)")
+    train.add_argument("--sh-degree", type=int, choices=range(4), default=TrainConfig.sh_degree,
+                       help=f"highest spherical-harmonic degree (default {TrainConfig.sh_degree})")
+    train.add_argument("--random-points", type=_positive_int, default=TrainConfig.init_random_points,
+                       help=f"Gaussians for random initialisation (default {TrainConfig.init_random_points})")
+    train.add_argument("--max-gaussians", type=int, default=0, help="cap on the number of Gaussians (default: none)")
+    train.add_argument("--background", type=_color, help="white, black or R,G,B (default: the data's, else black)")
+    train.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
+    train.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.set_defaults(func=_train)
+
+    render = commands.add_parser(
+        "render",
+        help="render the views of a data set split with trained Gaussians",
+        description="Render every view of a split of DATA with the Gaussians in OUT (a training output folder or "
+        "any 3DGS .ply or .splat), one PNG per view named like the view's image, plus metrics.json (PSNR, SSIM).",
+    )
+    render.add_argument("model", metavar="OUT", help="training output folder, 3DGS .ply or .splat file")
+    render.add_argument("--data", metavar="DATA", required=True,
+                        help="data set folder giving the cameras (and images to compare)")
+    render.add_argument("--split", default="test", help="split to render (default test)")
+    render.add_argument("-o", "--output", metavar="DIR", required=True, help="folder for the renders")
+    render.add_argument("--downscale", type=_positive_int, help="shrink images by this factor (default: as trained)")
+    render.add_argument("--background", type=_color, help="white, black or R,G,B (default: as trained)")
+    render.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
+    render.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    render.set_defaults(func=_render)
+
+
+def _quality(metrics: dict) -> str:
+    if not metrics["count"]:
+        return f"no {metrics['split']} views"
+    psnr = "inf" if metrics["psnr"] is None else f"{metrics['psnr']:.2f} dB"
+    return f"{metrics['count']} {metrics['split']} views, PSNR {psnr}, SSIM {metrics['ssim']:.4f}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mapforge.splat.trainer import train_path
+
+    config = TrainConfig(
+        iterations=args.iterations or TrainConfig.iterations,
+        minutes=args.minutes,
+        sh_degree=args.sh_degree,
+        init_random_points=args.random_points,
+        densify=DensifyConfig(max_gaussians=max(args.max_gaussians, 0)),
+        background=args.background,
+        backend=args.backend,
+        device=args.device,
+        seed=args.seed,
+    )
+    metrics = train_path(args.data, args.output, config, args.downscale, args.resume, args.init)
+    print(f"trained {metrics['num_gaussians']} Gaussians in {metrics['iterations']} iterations "
+          f"({metrics['train_seconds'] / 60:.1f} min); {_quality(metrics)}; wrote {args.output}")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from mapforge.splat.evaluate import render_model
+
+    metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.background,
+                           args.backend, args.device)
+    print(f"rendered to {args.output}: {_quality(metrics)}")
+    return 0

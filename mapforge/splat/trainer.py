@@ -1,0 +1,621 @@
+"""Training 3D Gaussian splatting (Kerbl et al. 2023) on posed images, made for CPUs and fine on GPUs.
+
+The loss is `(1 - w) L1 + w (1 - SSIM)` with w = 0.2, optimised by Adam with 3DGS's per-parameter learning rates,
+adaptive density control (`densify.py`) and progressive SH degree.
+
+Schedule. Every schedule point is a fraction of the run ("progress" p in [0, 1)): 3DGS's iteration numbers divided
+by its 30000 iterations (densify from 500/30000 to 15000/30000, opacity reset every 3000/30000, one more SH degree
+every 1000/30000, position learning rate decaying exponentially over the run). With `iterations`, p = step /
+iterations. With `minutes`, p = training seconds / budget: the same schedule is laid over the wall-clock budget
+and training stops when the budget is spent, however fast the machine is (loading, final evaluation and export
+come on top). Densification runs every 100/30000 of the run but never more often than every
+`densify_min_interval` iterations, so that short runs still average gradients over enough views.
+
+CPU speed. Early iterations run at lower resolution (`resolution_schedule`: 1/4, then 1/2, then full size), which
+costs a fraction of the compositing time while the Gaussians are still coarse; training images are decoded,
+undistorted and resized once and kept as uint8; the target buffer is reused; Adam is fused; and the rasterizer
+picks its numba CPU kernels on CPU tensors (`backend="auto"`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mapforge.datasets.base import Dataset
+from mapforge.errors import InputError
+from mapforge.geometry.cameras import undistort_image, undistorted_camera
+from mapforge.geometry.transforms import Rigid3
+from mapforge.io.atomic import atomic_path
+from mapforge.io.gaussians import write_gaussian_ply, write_splat
+from mapforge.metrics.image import ssim
+from mapforge.scene import Camera
+from mapforge.splat.densify import DensifyConfig, DensityController, reset_opacity
+from mapforge.splat.gaussians import PARAM_NAMES, Gaussians
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+_REFERENCE_ITERATIONS = 30000  # the 3DGS schedule the fractions below are taken from
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Learning rates and schedule fractions are those of the 3DGS reference implementation.
+
+    Attributes:
+        iterations: optimisation steps (3DGS: 30000); ignored when `minutes` is set.
+        minutes: wall-clock training budget; the schedule is laid over it (see the module doc).
+        sh_degree: highest spherical-harmonic degree (3).
+        sh_degree_interval: one more SH degree every this fraction of the run (1000 / 30000).
+        ssim_weight: weight of the D-SSIM term (0.2).
+        lr_means, lr_means_final: position learning rate at the start and end of the run, times the scene
+            extent (1.6e-4 -> 1.6e-6, exponential decay).
+        lr_sh_dc, lr_sh_rest: SH learning rates (2.5e-3, and 20 times lower for the view-dependent part).
+        lr_opacity, lr_scales, lr_quats: 0.05, 5e-3, 1e-3.
+        densify: thresholds of adaptive density control.
+        densify_start, densify_stop, densify_interval: the densification window and period as fractions of the
+            run (500, 15000 and 100 out of 30000).
+        densify_min_interval: at least this many iterations between densifications (ours, for short runs).
+        opacity_reset_interval: opacity reset every this fraction of the run inside the densification window
+            (3000 / 30000); with a white background also once at `densify_start`, as 3DGS does. Huge Gaussians
+            are pruned only after the first interval.
+        densify_per_reset: ... but at least this many densification intervals apart (3DGS: 3000 / 100 = 30), so
+            that short runs, whose densification interval is stretched by `densify_min_interval`, keep 3DGS's
+            rhythm instead of resetting opacities before Gaussians could recover and grow.
+        resolution_schedule: (progress, downscale) pairs: from each progress on, train at 1/downscale of the data
+            resolution (ours: 1/4 until 10%, 1/2 until 30%, then full; downscaled images keep >= 16 pixels).
+        init_random_points: Gaussians placed at random when the data has no points (3DGS Blender: 100000).
+        init_box_scale: without points or a known bounding box, the random cube has half side this times the
+            camera distance to the point the cameras look at (1.3 / 4: 3DGS's cube for Blender cameras at 4).
+        background: RGB in [0, 1] behind the Gaussians; None takes the data's (white for Blender) or black.
+        backend: rasterizer backend ("auto": numba kernels on CPU, torch on GPU).
+        device: torch device; None picks cuda when available, else cpu.
+        seed: seeds initialisation, view order and splitting.
+        checkpoint_minutes: write a checkpoint every this many minutes of training (and when training ends or is
+            interrupted).
+        log_interval: record loss, PSNR and count for the training curve every this many iterations.
+        cpu_torch_threads: torch intra-op threads while training on CPU (0 = leave torch's setting). The heavy
+            kernels are numba's and use every core; torch's own ops are small, and its thread pool busy-waits
+            between them, competing with numba's threads (1 thread halved the step time on the 2-core machine
+            with 100k Gaussians at 400x400, under load).
+    """
+
+    iterations: int = 30000
+    minutes: float | None = None
+    sh_degree: int = 3
+    sh_degree_interval: float = 1000 / _REFERENCE_ITERATIONS
+    ssim_weight: float = 0.2
+    lr_means: float = 1.6e-4
+    lr_means_final: float = 1.6e-6
+    lr_sh_dc: float = 2.5e-3
+    lr_sh_rest: float = 2.5e-3 / 20
+    lr_opacity: float = 0.05
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    densify_start: float = 500 / _REFERENCE_ITERATIONS
+    densify_stop: float = 15000 / _REFERENCE_ITERATIONS
+    densify_interval: float = 100 / _REFERENCE_ITERATIONS
+    densify_min_interval: int = 50
+    opacity_reset_interval: float = 3000 / _REFERENCE_ITERATIONS
+    densify_per_reset: int = 30
+    resolution_schedule: tuple[tuple[float, int], ...] = ((0.0, 4), (0.1, 2), (0.3, 1))
+    init_random_points: int = 100_000
+    init_box_scale: float = 1.3 / 4.0
+    background: tuple[float, float, float] | None = None
+    backend: str = "auto"
+    device: str | None = None
+    seed: int = 0
+    checkpoint_minutes: float = 10.0
+    log_interval: int = 10
+    cpu_torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.densify, dict):
+            self.densify = DensifyConfig(**self.densify)
+        self.resolution_schedule = tuple((float(p), int(f)) for p, f in self.resolution_schedule)
+        if self.background is not None:
+            self.background = tuple(float(c) for c in self.background)
+        if self.minutes is None and self.iterations < 1:
+            raise InputError(f"iterations must be at least 1, got {self.iterations}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise InputError(f"minutes must be positive, got {self.minutes}")
+        if not 0 <= self.sh_degree <= 3:
+            raise InputError(f"SH degree must be 0..3, got {self.sh_degree}")
+        if any(f < 1 for _, f in self.resolution_schedule):
+            raise InputError("resolution_schedule downscale factors must be >= 1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Views
+
+
+@dataclass
+class PinholeView:
+    """One image of a data set as the rasterizer sees it: a pinhole camera (undistorted if need be) and a pose."""
+
+    index: int
+    name: str
+    camera: Camera
+    cam_from_world: Rigid3
+    source_camera: Camera
+
+    def viewmat(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """`[4, 4]` float32 cam_from_world."""
+        return torch.as_tensor(self.cam_from_world.matrix4(), dtype=torch.float32, device=device)
+
+    def load_image(self, dataset: Dataset) -> np.ndarray:
+        """The image `[H, W, 3]` float32, undistorted into `camera` when the source camera has distortion."""
+        image = dataset.load_image(self.index)
+        if self.source_camera.has_distortion:
+            image, _ = undistort_image(image, self.source_camera, self.camera)
+        return image
+
+
+def pinhole_views(dataset: Dataset, indices: list[int] | None = None) -> list[PinholeView]:
+    """`PinholeView`s of `indices` (default: all images); distorted cameras are replaced by `undistorted_camera`."""
+    if dataset.cam_from_world is None:
+        raise InputError(f"data set {dataset.name} has no camera poses; run structure from motion first (mapforge sfm)")
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    undistorted: dict[int, Camera] = {}
+    views = []
+    for i in indices:
+        camera = dataset.cameras[i]
+        if id(camera) not in undistorted:
+            undistorted[id(camera)] = undistorted_camera(camera)
+        views.append(PinholeView(i, dataset.image_names[i], undistorted[id(camera)], dataset.cam_from_world[i], camera))
+    return views
+
+
+def scene_extent(views: list[PinholeView]) -> float:
+    """3DGS's scene scale: 1.1 times the largest distance of a camera centre from their mean (1 if degenerate)."""
+    centers = np.stack([v.cam_from_world.inverse().translation for v in views])
+    radius = float(np.linalg.norm(centers - centers.mean(axis=0), axis=1).max()) * 1.1
+    return radius if radius > 1e-6 else 1.0
+
+
+def camera_focus_box(views: list[PinholeView], half_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A cube around the point closest to all optical axes (least squares), with half side `half_scale` times the
+    median camera distance to it; falls back to the camera centroid when the axes are near parallel."""
+    centers = np.stack([v.cam_from_world.inverse().translation for v in views])
+    axes = np.stack([v.cam_from_world.rotation[2] for v in views])
+    system = np.zeros((3, 3))
+    rhs = np.zeros(3)
+    for c, d in zip(centers, axes):
+        projector = np.eye(3) - np.outer(d, d)
+        system += projector
+        rhs += projector @ c
+    focus = centers.mean(axis=0)
+    if np.linalg.cond(system) < 1e6:
+        candidate = np.linalg.solve(system, rhs)
+        if np.mean(np.einsum("ij,ij->i", candidate - centers, axes) > 0) > 0.5:
+            focus = candidate
+    distance = float(np.median(np.linalg.norm(centers - focus, axis=1)))
+    half = half_scale * (distance if distance > 1e-6 else scene_extent(views))
+    return focus - half, focus + half
+
+
+def initial_gaussians(dataset: Dataset, views: list[PinholeView], config: TrainConfig, device: torch.device) -> Gaussians:
+    """The data's sparse points if it has any, else `init_random_points` random Gaussians in its bounding box
+    (`metadata["bounding_box"]`) or in `camera_focus_box`."""
+    if dataset.points is not None and dataset.points.points3D:
+        return Gaussians.from_reconstruction(dataset.points, config.sh_degree, device)
+    box = dataset.metadata.get("bounding_box")
+    if box is not None:
+        low, high = np.asarray(box[0]), np.asarray(box[1])
+    else:
+        low, high = camera_focus_box(views, config.init_box_scale)
+    return Gaussians.random_in_box(config.init_random_points, low, high, config.sh_degree, config.seed, device)
+
+
+def resolve_background(config: TrainConfig, dataset: Dataset) -> np.ndarray:
+    """`[3]` float32: the configured background, else the data's, else black."""
+    if config.background is not None:
+        return np.asarray(config.background, np.float32)
+    if dataset.background is not None:
+        return np.asarray(dataset.background, np.float32).reshape(3)
+    return np.zeros(3, np.float32)
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The torch device called `name`, or cuda when available else cpu."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"unknown torch device {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@contextlib.contextmanager
+def training_threads(config: TrainConfig, device: torch.device) -> Iterator[None]:
+    """Within the block, torch uses `config.cpu_torch_threads` intra-op threads on CPU; restored afterwards."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu" and config.cpu_torch_threads > 0:
+        torch.set_num_threads(config.cpu_torch_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainer
+
+
+@dataclass
+class _Level:
+    """Training data at one downscale factor: cameras, calibration, targets (uint8) and a reusable float buffer."""
+
+    factor: int
+    cameras: list[Camera]
+    Ks: list[torch.Tensor]
+    targets: list[torch.Tensor]
+    buffer: dict[tuple[int, int], torch.Tensor]
+
+
+class Trainer:
+    """Trains Gaussians on the "train" split of `dataset`; `run()` optimises, `finish()` exports and evaluates.
+
+    With `resume=True` and a checkpoint in `out_dir`, training continues from it (same config expected).
+    `init` replaces the default initialisation (sparse points or random box), e.g. Gaussians read from a `.ply`.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        out_dir: str | Path,
+        config: TrainConfig | None = None,
+        resume: bool = False,
+        init: Gaussians | None = None,
+    ):
+        self.dataset = dataset
+        self.config = config or TrainConfig()
+        self.out_dir = Path(out_dir)
+        self.device = pick_device(self.config.device)
+        train_indices = dataset.subset("train")
+        if not train_indices:
+            raise InputError(f"data set {dataset.name} has no training images")
+        self.views = pinhole_views(dataset, train_indices)
+        self.extent = scene_extent(self.views)
+        self.background = torch.as_tensor(resolve_background(self.config, dataset), device=self.device)
+        self.full_images = self._load_images()
+        self.viewmats = [v.viewmat(self.device) for v in self.views]
+        self.rng = np.random.default_rng(self.config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        self.order: list[int] = []
+        self.order_pos = 0
+        self.last_densify: int | None = None
+        self.last_reset = 0
+        self.white_reset_done = False
+        self.curve: list[list[float]] = []
+        self.level: _Level | None = None
+
+        checkpoint = self.out_dir / CHECKPOINT_NAME
+        if resume and checkpoint.is_file():
+            self._load_checkpoint(checkpoint)
+        else:
+            self.gaussians = init if init is not None else initial_gaussians(dataset, self.views, self.config, self.device)
+            self.gaussians = Gaussians({k: v.to(self.device) for k, v in self.gaussians.params.items()})
+            if self.gaussians.sh_degree != self.config.sh_degree:
+                self.gaussians = Gaussians.from_data(self.gaussians.to_data(), self.config.sh_degree, self.device)
+            self.optimizer = self._make_optimizer()
+            self.controller = DensityController(self.config.densify, len(self.gaussians), self.device)
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+
+    def _load_images(self) -> list[np.ndarray]:
+        images = []
+        for view in tqdm(self.views, desc="loading training images", unit="image", leave=False, disable=None):
+            image = view.load_image(self.dataset)
+            if image.shape[:2] != (view.camera.height, view.camera.width):
+                raise InputError(f"image {view.name} is {image.shape[1]}x{image.shape[0]}, its camera "
+                                 f"{view.camera.width}x{view.camera.height}")
+            images.append(np.clip(np.round(image[..., :3] * 255), 0, 255).astype(np.uint8))
+        return images
+
+    def _make_optimizer(self) -> torch.optim.Adam:
+        cfg = self.config
+        rates = {
+            "means": cfg.lr_means * self.extent,
+            "log_scales": cfg.lr_scales,
+            "quats": cfg.lr_quats,
+            "opacity_logits": cfg.lr_opacity,
+            "sh_dc": cfg.lr_sh_dc,
+            "sh_rest": cfg.lr_sh_rest,
+        }
+        groups = [{"params": [self.gaussians.params[name]], "lr": rates[name], "name": name} for name in PARAM_NAMES]
+        # eps 1e-15 as in 3DGS: tiny gradients of distant Gaussians must still move them.
+        return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=self.device.type in ("cpu", "cuda"))
+
+    # -- schedule ----------------------------------------------------------------------------------------------
+
+    def progress(self) -> float:
+        """Fraction of the run done, in [0, 1) while training (see the module doc)."""
+        if self.config.minutes is not None:
+            return self.elapsed / (60.0 * self.config.minutes)
+        return self.step / self.config.iterations
+
+    def _factor(self, progress: float) -> int:
+        factor = 1
+        for start, f in self.config.resolution_schedule:
+            if progress >= start:
+                factor = f
+        smallest = min(min(v.camera.width, v.camera.height) for v in self.views)
+        while factor > 1 and smallest // factor < 16:
+            factor //= 2
+        return max(factor, 1)
+
+    def _set_level(self, factor: int) -> None:
+        cameras, Ks, targets = [], [], []
+        for view, image in zip(self.views, self.full_images):
+            camera = view.camera if factor == 1 else view.camera.scaled(1.0 / factor)
+            if factor > 1:
+                image = cv2.resize(image, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
+            cameras.append(camera)
+            Ks.append(torch.as_tensor(camera.K, dtype=torch.float32, device=self.device))
+            targets.append(torch.from_numpy(np.ascontiguousarray(image)).to(self.device))
+        self.level = _Level(factor, cameras, Ks, targets, {})
+
+    def _next_view(self) -> int:
+        if self.order_pos >= len(self.order):
+            self.order = [int(i) for i in self.rng.permutation(len(self.views))]
+            self.order_pos = 0
+        self.order_pos += 1
+        return self.order[self.order_pos - 1]
+
+    def _set_learning_rate(self, progress: float) -> None:
+        cfg = self.config
+        t = min(max(progress, 0.0), 1.0)
+        lr = math.exp((1 - t) * math.log(cfg.lr_means) + t * math.log(cfg.lr_means_final)) * self.extent
+        for group in self.optimizer.param_groups:
+            if group["name"] == "means":
+                group["lr"] = lr
+
+    def _intervals(self, progress: float) -> tuple[int, int]:
+        """Iterations between densifications and between opacity resets (the run's length is estimated from the
+        speed so far when training to a time budget)."""
+        cfg = self.config
+        total = cfg.iterations if cfg.minutes is None else self.step / max(progress, 1e-9)
+        densify = max(cfg.densify_min_interval, int(round(cfg.densify_interval * total)))
+        reset = max(int(round(cfg.opacity_reset_interval * total)), cfg.densify_per_reset * densify)
+        return densify, reset
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step on one training view; returns its loss and PSNR."""
+        cfg = self.config
+        progress = self.progress()
+        factor = self._factor(progress)
+        if self.level is None or self.level.factor != factor:
+            self._set_level(factor)
+        level = self.level
+        v = self._next_view()
+        camera = level.cameras[v]
+        self._set_learning_rate(progress)
+        degree = min(cfg.sh_degree, int(progress / cfg.sh_degree_interval))
+
+        image, _, _, meta = self.gaussians.render(
+            camera, self.viewmats[v], degree, self.background, cfg.backend, level.Ks[v]
+        )
+        key = (camera.height, camera.width)
+        if key not in level.buffer:
+            level.buffer[key] = torch.empty(camera.height, camera.width, 3, device=self.device)
+        target = torch.div(level.targets[v], 255.0, out=level.buffer[key])
+        l1 = (image - target).abs().mean()
+        loss = (1.0 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1.0 - ssim(image, target))
+        loss.backward()
+
+        in_window = progress < cfg.densify_stop
+        with torch.no_grad():
+            mse = float(((image - target) ** 2).mean())
+            if in_window and meta["means2d"].grad is not None:
+                full = self.views[v].camera.width
+                self.controller.accumulate(
+                    meta["means2d"].grad, meta["radii"], camera.width, camera.height, full / camera.width
+                )
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            if in_window and progress >= cfg.densify_start:
+                self._density_control(progress)
+        return {"loss": float(loss.detach()), "psnr": -10.0 * math.log10(max(mse, 1e-10))}
+
+    def _density_control(self, progress: float) -> None:
+        cfg = self.config
+        densify_every, reset_every = self._intervals(progress)
+        if self.last_densify is None:
+            self.last_densify = self.step
+        elif self.step - self.last_densify >= densify_every:
+            self.controller.densify_and_prune(
+                self.gaussians, self.optimizer, self.extent, prune_large=self.step > reset_every,
+                generator=self.generator,
+            )
+            self.last_densify = self.step
+        white = bool(torch.all(self.background == 1.0))
+        if self.step - self.last_reset >= reset_every or (white and not self.white_reset_done):
+            reset_opacity(self.gaussians, self.optimizer, cfg.densify.reset_opacity)
+            if self.step - self.last_reset >= reset_every:
+                self.last_reset = self.step
+            self.white_reset_done = True
+
+    def run(self, max_steps: int | None = None) -> None:
+        """Train until the end of the schedule (or for at most `max_steps` more steps), checkpointing
+        periodically, at the end and on interruption (Ctrl-C), then re-raising the interruption."""
+        cfg = self.config
+        timed = cfg.minutes is not None
+        total = int(round(cfg.minutes * 60)) if timed else cfg.iterations
+        bar = tqdm(total=total, initial=int(self.elapsed) if timed else self.step, unit="s" if timed else "it",
+                   desc="training Gaussians", dynamic_ncols=True, disable=None)
+        last_checkpoint = time.perf_counter()
+        smoothed: dict[str, float] = {}
+        done = 0
+        try:
+            with training_threads(cfg, self.device):
+                while self.progress() < 1.0 and (max_steps is None or done < max_steps):
+                    start = time.perf_counter()
+                    stats = self.train_step()
+                    self.elapsed += time.perf_counter() - start
+                    done += 1
+                    for key, value in stats.items():
+                        smoothed[key] = value if key not in smoothed else 0.9 * smoothed[key] + 0.1 * value
+                    if self.step % cfg.log_interval == 0 or self.progress() >= 1.0:
+                        row = [self.step, self.elapsed, smoothed["loss"], smoothed["psnr"], len(self.gaussians)]
+                        self.curve.append(row)
+                        bar.set_postfix(loss=f"{smoothed['loss']:.4f}", psnr=f"{smoothed['psnr']:.2f}",
+                                        n=len(self.gaussians), refresh=False)
+                    if timed:
+                        bar.update(min(int(self.elapsed), total) - bar.n)
+                    else:
+                        bar.update(1)
+                    if time.perf_counter() - last_checkpoint > 60.0 * cfg.checkpoint_minutes:
+                        self.save_checkpoint()
+                        last_checkpoint = time.perf_counter()
+        except KeyboardInterrupt:
+            bar.close()
+            self.save_checkpoint()
+            raise
+        bar.close()
+        self.save_checkpoint()
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write everything needed to continue training to `out_dir/checkpoint.pt`, atomically."""
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "config": json.dumps(asdict(self.config)),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "params": {name: p.detach().cpu() for name, p in self.gaussians.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "controller": {k: v.cpu() for k, v in self.controller.state_dict().items()},
+            "order": list(self.order),
+            "order_pos": self.order_pos,
+            "last_densify": self.last_densify,
+            "last_reset": self.last_reset,
+            "white_reset_done": self.white_reset_done,
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": self.generator.get_state(),
+            "curve": self.curve,
+        }
+        path = self.out_dir / CHECKPOINT_NAME
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        return path
+
+    def _load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for damaged files
+            raise InputError(f"{path}: cannot read the training checkpoint ({exc})") from exc
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise InputError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+        saved = json.loads(state["config"])
+        if saved.get("sh_degree") != self.config.sh_degree:
+            raise InputError(f"{path}: the checkpoint has SH degree {saved.get('sh_degree')}, "
+                             f"the config {self.config.sh_degree}")
+        self.gaussians = Gaussians({k: v.to(self.device) for k, v in state["params"].items()})
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.controller = DensityController(self.config.densify, len(self.gaussians), self.device)
+        self.controller.load_state_dict({k: v.to(self.device) for k, v in state["controller"].items()})
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.order, self.order_pos = list(state["order"]), int(state["order_pos"])
+        self.last_densify, self.last_reset = state["last_densify"], int(state["last_reset"])
+        self.white_reset_done = bool(state["white_reset_done"])
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.generator.set_state(state["torch_rng"])
+        self.curve = [list(row) for row in state["curve"]]
+
+    # -- outputs -----------------------------------------------------------------------------------------------
+
+    def export(self, extra: dict | None = None) -> dict[str, Path]:
+        """Write `point_cloud.ply` (3DGS layout), `scene.splat`, `config.json` and `training_curve.svg` to out_dir."""
+        from mapforge.splat.evaluate import write_json, write_training_curve
+
+        data = self.gaussians.to_data()
+        paths = {
+            "ply": write_gaussian_ply(self.out_dir / "point_cloud.ply", data),
+            "splat": write_splat(self.out_dir / "scene.splat", data),
+        }
+        info = {
+            "config": asdict(self.config),
+            "background": self.background.cpu().tolist(),
+            "scene_extent": self.extent,
+            "device": str(self.device),
+            "train_views": len(self.views),
+            **(extra or {}),
+        }
+        paths["config"] = write_json(self.out_dir / "config.json", info)
+        paths["curve"] = write_training_curve(self.out_dir / "training_curve.svg", self.curve)
+        return paths
+
+    def finish(self, extra: dict | None = None, split: str = "test") -> dict:
+        """Export the model and evaluate it on `split`: renders in `out_dir/<split>/`, `out_dir/metrics.json`.
+        Returns the metrics."""
+        from mapforge.splat.evaluate import evaluate, write_json
+
+        self.export(extra)
+        metrics = evaluate(self.gaussians, self.dataset, self.dataset.subset(split), self.background,
+                           self.out_dir / split, backend=self.config.backend)
+        metrics.update({
+            "split": split,
+            "iterations": self.step,
+            "train_seconds": self.elapsed,
+            "num_gaussians": len(self.gaussians),
+            "train_psnr_last": self.curve[-1][3] if self.curve else None,
+        })
+        write_json(self.out_dir / "metrics.json", metrics)
+        return metrics
+
+
+def train(
+    dataset: Dataset,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    init: Gaussians | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Train, export and evaluate in one call (what `mapforge splat train` runs); returns the test metrics."""
+    trainer = Trainer(dataset, out_dir, config, resume=resume, init=init)
+    trainer.run()
+    return trainer.finish(extra)
+
+
+def train_path(
+    data: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    downscale: int = 1,
+    resume: bool = False,
+    init: str | Path | None = None,
+) -> dict:
+    """`train` on the data set at `data` (any layout `load_dataset` reads), images shrunk by `downscale`;
+    `init` optionally names a 3DGS `.ply`, point-cloud `.ply` or COLMAP model to start from."""
+    from mapforge.datasets import load_dataset
+    from mapforge.splat.gaussians import load_initial
+
+    config = config or TrainConfig()
+    dataset = load_dataset(data, downscale=downscale)
+    resuming = resume and (Path(out_dir) / CHECKPOINT_NAME).is_file()
+    start = load_initial(init, config.sh_degree) if init is not None and not resuming else None
+    extra = {"data": str(Path(data).resolve()), "downscale": downscale, "init": None if init is None else str(init)}
+    return train(dataset, out_dir, config, resume=resume, init=start, extra=extra)

@@ -1,0 +1,58 @@
+"""`mapforge splat train|render` on a tiny scene written to disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mapforge.cli as cli
+from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
+
+
+@pytest.fixture(autouse=True)
+def _splat_command(monkeypatch):
+    if "splat" not in cli.COMMANDS:
+        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "splat"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("splat_cli") / "scene"
+    return write_scene(make_scene(SyntheticConfig(width=64, height=48, num_views=8, supersample=1)), folder, num_points=1500)
+
+
+def test_train_then_render(data, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = cli.main(["splat", "train", str(data), "-o", str(out), "--iterations", "40", "--sh-degree", "1",
+                     "--init", str(data / "sparse_gt")])
+    assert code == 0
+    assert "trained" in capsys.readouterr().out
+    for name in ("point_cloud.ply", "scene.splat", "config.json", "metrics.json", "training_curve.svg", "test/000.png"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["downscale"] == 1 and config["config"]["iterations"] == 40
+
+    renders = tmp_path / "renders"
+    code = cli.main(["splat", "render", str(out), "--data", str(data), "--split", "test", "-o", str(renders)])
+    assert code == 0
+    assert sorted(p.name for p in renders.glob("*.png")) == ["000.png"]  # 8 views, every 8th is a test view
+    metrics = json.loads((renders / "metrics.json").read_text())
+    reference = json.loads((out / "metrics.json").read_text())
+    assert metrics["count"] == 1 and metrics["psnr"] == pytest.approx(reference["psnr"], abs=1e-4)
+
+    # Resuming a finished run trains no further and re-exports.
+    assert cli.main(["splat", "train", str(data), "-o", str(out), "--iterations", "40", "--sh-degree", "1", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["iterations"] == 40
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys) -> None:
+    assert cli.main(["splat", "train", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+    assert cli.main(["splat", "render", str(tmp_path / "nothing"), "--data", str(tmp_path), "-o", str(tmp_path / "r")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("mapforge splat: error:") for line in errors)
