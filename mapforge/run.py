@@ -114,8 +114,25 @@ def stage_sfm(config: RunConfig, out: Path) -> dict:
     return run_sfm(config.images, out / "sfm", sfm_config).report
 
 
+def stage_pointmap(config: RunConfig, out: Path) -> dict:
+    """Poses, intrinsics and dense points from a pointmap network into `out/pointmap`; returns its report."""
+    from mapforge.pointmap.pipeline import PointmapRunConfig, run_pointmap
+
+    report_path = out / "pointmap" / "report.json"
+    if _complete(report_path, config):
+        print(f"pointmap: complete, skipped ({report_path})")
+        return json.loads(report_path.read_text())
+    pointmap_config = PointmapRunConfig(intrinsics=config.intrinsics or None)
+    return run_pointmap(config.images, config.weights, out / "pointmap", pointmap_config).report
+
+
+def poses_dir(config: RunConfig, out: Path) -> Path:
+    """The stage folder whose `sparse/0` holds the poses the later stages start from."""
+    return out / ("sfm" if config.init == "sfm" else "pointmap")
+
+
 def stage_splat(config: RunConfig, out: Path) -> dict:
-    """Gaussian splatting on the SfM model into `out/splat`; returns the test metrics."""
+    """Gaussian splatting on the posed images (SfM or pointmap model) into `out/splat`; returns test metrics."""
     from mapforge.datasets import load_dataset
     from mapforge.splat.trainer import TrainConfig, train
 
@@ -123,17 +140,17 @@ def stage_splat(config: RunConfig, out: Path) -> dict:
     if _complete(metrics_path, config):
         print(f"splat: complete, skipped ({metrics_path})")
         return json.loads(metrics_path.read_text())
-    dataset = load_dataset(out / "sfm", layout="colmap", image_dir=config.images, downscale=config.downscale)
+    dataset = load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
     train_config = TrainConfig(minutes=config.minutes or None, iterations=config.iterations)
     return train(dataset, out / "splat", train_config, resume=not config.overwrite)
 
 
 def stage_ground_truth(config: RunConfig, out: Path) -> dict:
-    """Score the SfM poses against the ground-truth model; writes `out/ground_truth.json`."""
+    """Score the estimated poses against the ground-truth model; writes `out/ground_truth.json`."""
     from mapforge.io.colmap import read_model
     from mapforge.metrics.pose import evaluate_poses
 
-    est = read_model(out / "sfm" / "sparse" / "0")
+    est = read_model(poses_dir(config, out) / "sparse" / "0")
     gt = read_model(config.ground_truth)
     evaluation = evaluate_poses(
         {image.name: image.cam_from_world for image in est.images.values()},
@@ -164,8 +181,6 @@ def run(config: RunConfig) -> dict:
     out = Path(config.output)
     if not Path(config.images).is_dir():
         raise InputError(f"image folder {config.images} does not exist")
-    if config.init == "pointmap":
-        raise _unavailable("the pointmap initialisation (--init pointmap)", "pointmap issue")
     if config.dense:
         raise _unavailable("multi-view stereo (--dense)", "no MVS stage yet")
     if config.method == "nerf":
@@ -175,7 +190,7 @@ def run(config: RunConfig) -> dict:
 
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
-    stages = [("sfm", stage_sfm)]
+    stages = [("sfm", stage_sfm) if config.init == "sfm" else ("pointmap", stage_pointmap)]
     if config.ground_truth:
         stages.append(("ground_truth", stage_ground_truth))
     if config.method == "splat":
@@ -194,6 +209,12 @@ def run(config: RunConfig) -> dict:
 def summary_text(results: dict) -> str:
     """The closing summary of a run."""
     lines = []
+    pointmap = results.get("pointmap")
+    if pointmap:
+        lines.append(
+            f"pointmap: registered {pointmap['registered_images']}/{pointmap['num_images']} images, "
+            f"{pointmap['dense_points']} dense points"
+        )
     sfm = results.get("sfm")
     if sfm:
         best = sfm["models"][0]

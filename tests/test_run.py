@@ -61,3 +61,16 @@ def test_bad_config_file(tmp_path: Path) -> None:
 def test_pointmap_needs_weights() -> None:
     with pytest.raises(InputError, match="--weights"):
         RunConfig(images="x", output="y", init="pointmap")
+
+
+def test_run_pointmap_init(tmp_path: Path) -> None:
+    """`--init pointmap` registers every photo through a (tiny, random) checkpoint instead of SfM."""
+    from tests.conftest import shared_dataset
+    from tests.pointmap.test_pipeline import write_small_checkpoint
+
+    tower = shared_dataset("nle_tower")
+    weights = write_small_checkpoint(tmp_path / "tiny.pth")
+    results = run(RunConfig(images=str(tower), output=str(tmp_path / "out"), method="none", init="pointmap",
+                            weights=str(weights)))
+    assert results["pointmap"]["registered_images"] == 7
+    assert (tmp_path / "out" / "pointmap" / "sparse" / "0" / "images.bin").is_file()
