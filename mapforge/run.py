@@ -176,6 +176,29 @@ def _unavailable(what: str, issue: str) -> MapforgeError:
     return MapforgeError(f"{what} is not available in this version of mapforge yet ({issue})")
 
 
+def _create_output(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MapforgeError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+
+
+def _note_changed_options(config: RunConfig, previous: Path) -> None:
+    """Say so when a re-run into the same folder changes options: complete stages are kept, not recomputed."""
+    if not previous.is_file() or config.overwrite:
+        return
+    try:
+        old = asdict(RunConfig.from_file(previous))
+    except MapforgeError:
+        return
+    changed = sorted(k for k, v in asdict(config).items() if k != "overwrite" and old.get(k) != v)
+    if changed:
+        print(
+            f"note: {', '.join(changed)} differ from the earlier run in {previous}; complete stages are kept "
+            "(use --overwrite to recompute them)"
+        )
+
+
 def run(config: RunConfig) -> dict:
     """Run every stage the config asks for; returns what each stage reported, by stage name."""
     out = Path(config.output)
@@ -185,7 +208,8 @@ def run(config: RunConfig) -> dict:
         raise _unavailable("multi-view stereo (--dense)", "no MVS stage yet")
     if config.method == "nerf":
         raise _unavailable("NeRF training in `mapforge run` (--method nerf)", "NeRF issue")
-    out.mkdir(parents=True, exist_ok=True)
+    _create_output(out)
+    _note_changed_options(config, out / CONFIG_NAME)
     config.write(out / CONFIG_NAME)
 
     results: dict[str, dict] = {}

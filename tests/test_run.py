@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mapforge.cli import main
 from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
-from mapforge.errors import InputError
+from mapforge.errors import InputError, MapforgeError
 from mapforge.run import CONFIG_NAME, RunConfig, run
 
 
@@ -47,6 +48,11 @@ def test_run_sfm_resumes_and_reproduces(scene: Path, tmp_path: Path, capsys: pyt
     assert report.stat().st_mtime_ns == stamp
     assert RunConfig.from_file(tmp_path / "out" / CONFIG_NAME) == config
 
+    run(replace(config, matcher="sequential"))
+    out = capsys.readouterr().out
+    assert "note: matcher differ" in out and "sfm: complete, skipped" in out
+    assert report.stat().st_mtime_ns == stamp
+
 
 def test_bad_config_file(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
@@ -74,3 +80,26 @@ def test_run_pointmap_init(tmp_path: Path) -> None:
                             weights=str(weights)))
     assert results["pointmap"]["registered_images"] == 7
     assert (tmp_path / "out" / "pointmap" / "sparse" / "0" / "images.bin").is_file()
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path, scene: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(MapforgeError, match="cannot create output folder"):
+        run(RunConfig(images=str(scene / "images"), output=str(blocker / "out"), method="none"))
+
+
+def test_full_disk_is_reported_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from mapforge.io.atomic import atomic_path
+
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(MapforgeError, match="no space left"):
+        with atomic_path(tmp_path / "result.json") as tmp:
+            tmp.write_text("{}")
+    assert list(tmp_path.iterdir()) == []
