@@ -141,7 +141,15 @@ def stage_splat(config: RunConfig, out: Path) -> dict:
         print(f"splat: complete, skipped ({metrics_path})")
         return json.loads(metrics_path.read_text())
     dataset = load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
-    train_config = TrainConfig(minutes=config.minutes or None, iterations=config.iterations)
+    # Pointmap poses are good but not SfM-exact, and pointmaps are already dense: refine the poses jointly with the
+    # Gaussians and skip density control, as InstantSplat does.
+    from_pointmap = config.init == "pointmap"
+    train_config = TrainConfig(
+        minutes=config.minutes or None,
+        iterations=config.iterations,
+        optimize_poses=from_pointmap,
+        density_control=not from_pointmap,
+    )
     return train(dataset, out / "splat", train_config, resume=not config.overwrite)
 
 

@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--random-points", type=_positive_int, default=TrainConfig.init_random_points,
                        help=f"Gaussians for random initialisation (default {TrainConfig.init_random_points})")
     train.add_argument("--max-gaussians", type=int, default=0, help="cap on the number of Gaussians (default: none)")
+    train.add_argument("--optimize-poses", action="store_true",
+                       help="optimise the training views' poses with the Gaussians and align the held-out views' "
+                       "poses before evaluation (for poses from `mapforge pointmap`); refined poses go to OUT/sparse/0")
+    train.add_argument("--no-densify", action="store_true",
+                       help="no adaptive density control (clone, split, prune, opacity reset): for dense "
+                       "initial points such as a pointmap's")
     train.add_argument("--background", type=_color, help="white, black or R,G,B (default: the data's, else black)")
     train.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
     train.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -109,6 +115,8 @@ def _train(args: argparse.Namespace) -> int:
         sh_degree=args.sh_degree,
         init_random_points=args.random_points,
         densify=DensifyConfig(max_gaussians=max(args.max_gaussians, 0)),
+        density_control=not args.no_densify,
+        optimize_poses=args.optimize_poses,
         background=args.background,
         backend=args.backend,
         device=args.device,

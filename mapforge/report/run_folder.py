@@ -6,6 +6,8 @@ Layout (what the orchestration writes; see ARCHITECTURE.md):
     OUT/timings.json                 {stage: seconds}
     OUT/ground_truth.json            optional: pose evaluation of the built-in scene (see `ground_truth`)
     OUT/sfm/sparse/0/                COLMAP model;  OUT/sfm/points.ply, OUT/sfm/report.json
+    OUT/pointmap/sparse/0/           the same from pointmaps (when there is no SfM)
+    OUT/splat/sparse/0/              the pose-refined model, when the splat stage optimised poses
     OUT/splat/point_cloud.ply        3DGS PLY;  OUT/splat/scene.splat
     OUT/<method>/metrics.json        test metrics (method: splat, nerf)
     OUT/<method>/history.json        training curve: [{iteration, loss, psnr, num_gaussians, seconds}, ...]
@@ -63,13 +65,16 @@ class RunFolder:
 
     @cached_property
     def model_dir(self) -> Path | None:
-        """The COLMAP model folder (OUT/sfm/sparse/0, or the first model under OUT/sfm), or None."""
+        """The COLMAP model folder with the best poses, or None: the splat stage's pose-refined model
+        (OUT/splat/sparse/0, written when poses were optimised), else SfM's, else the pointmap stage's."""
         from mapforge.io.colmap import model_format
 
-        candidates = [self.root / "sfm" / "sparse" / "0", self.root / "sfm" / "sparse", self.root / "sfm"]
-        sparse = self.root / "sfm" / "sparse"
-        if sparse.is_dir():
-            candidates += sorted(p for p in sparse.iterdir() if p.is_dir())
+        candidates = []
+        for stage in ("splat", "sfm", "pointmap"):
+            sparse = self.root / stage / "sparse"
+            candidates.append(sparse / "0")
+            if sparse.is_dir():
+                candidates += sorted(p for p in sparse.iterdir() if p.is_dir())
         return next((c for c in candidates if model_format(c) is not None), None)
 
     @cached_property

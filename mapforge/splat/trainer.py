@@ -15,11 +15,20 @@ CPU speed. Early iterations run at lower resolution (`resolution_schedule`: 1/4,
 costs a fraction of the compositing time while the Gaussians are still coarse; training images are decoded,
 undistorted and resized once and kept as uint8; the target buffer is reused; Adam is fused; and the rasterizer
 picks its numba CPU kernels on CPU tensors (`backend="auto"`).
+
+Without SfM (InstantSplat, Fan et al. 2024). With `optimize_poses`, the poses of the training views are optimised
+with the Gaussians (`poses.PoseCorrection`: a rotation and translation correction per view), for poses that come
+from pointmap alignment (DUSt3R / MASt3R) rather than bundle adjustment. Held-out views were posed by the same
+alignment, not by the Gaussians, so before evaluation their poses are aligned to the trained Gaussians with the
+Gaussians frozen (InstantSplat's test-time pose optimisation, `test_pose_iterations` steps per view); the refined
+poses of every view are written to `out_dir/sparse/0` (COLMAP binary). Pointmaps are dense, so such runs usually
+also switch off adaptive density control (`density_control = False`), as InstantSplat does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -35,13 +44,15 @@ from tqdm import tqdm
 from mapforge.datasets.base import Dataset
 from mapforge.errors import InputError
 from mapforge.geometry.cameras import undistort_image, undistorted_camera
+from mapforge.geometry.rotations import rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path
+from mapforge.io.colmap import write_model
 from mapforge.io.gaussians import write_gaussian_ply, write_splat
-from mapforge.metrics.image import ssim
-from mapforge.scene import Camera
+from mapforge.scene import Camera, Image, Point3D, Reconstruction
 from mapforge.splat.densify import DensifyConfig, DensityController, reset_opacity
 from mapforge.splat.gaussians import PARAM_NAMES, Gaussians
+from mapforge.splat.poses import PoseCorrection, align_poses, photometric_loss, pose_learning_rate
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -63,6 +74,8 @@ class TrainConfig:
         lr_sh_dc, lr_sh_rest: SH learning rates (2.5e-3, and 20 times lower for the view-dependent part).
         lr_opacity, lr_scales, lr_quats: 0.05, 5e-3, 1e-3.
         densify: thresholds of adaptive density control.
+        density_control: run adaptive density control at all (clone, split, prune, opacity reset). Off for
+            pointmap initialisations, whose points are already dense (InstantSplat trains without it).
         densify_start, densify_stop, densify_interval: the densification window and period as fractions of the
             run (500, 15000 and 100 out of 30000).
         densify_min_interval: at least this many iterations between densifications (ours, for short runs).
@@ -84,6 +97,24 @@ class TrainConfig:
         checkpoint_minutes: write a checkpoint every this many minutes of training (and when training ends or is
             interrupted).
         log_interval: record loss, PSNR and count for the training curve every this many iterations.
+        optimize_poses: optimise the training views' poses with the Gaussians and align held-out views' poses
+            before evaluation (see the module doc). For poses from pointmaps; SfM poses need no refinement.
+        lr_poses, lr_poses_final: Adam learning rate of the pose corrections at the start and end of the pose
+            window (exponential decay): radians for the rotation, times the scene extent for the translation.
+            Ours, 1e-3 -> 1e-4: InstantSplat-style small pose rates (1e-4..1e-3); at 1e-3 a view's pose moves
+            by roughly 0.06 degrees (0.1% of the extent) per step in which it is seen, enough for the degree-level
+            errors of pointmap poses, slow enough not to chase noise while the Gaussians are still coarse.
+        poses_start, poses_stop: poses are optimised while the progress is in [poses_start, poses_stop); outside
+            they stay fixed (at their corrections so far). InstantSplat optimises them over the whole run; ours
+            starts at 0.1, when the 1/4-resolution stage of `resolution_schedule` ends: before that the Gaussians
+            are too coarse and blurry for their pose gradients to be trusted (on the built-in scene, starting at
+            0 moved exact poses by up to 0.9 degrees in a short run).
+        test_pose_iterations: Adam steps of test-time pose alignment per held-out view (ours: 200; InstantSplat
+            uses a few hundred on a GPU; each step renders the view at full resolution).
+        lr_test_poses: starting learning rate of test-time alignment, decaying to `lr_poses_final` (same units).
+            Ours, 1e-2: with the Gaussians frozen only the view's 6 degrees of freedom move, so larger steps are
+            safe; in our tests 200 steps from 1e-2 recovered 1.5 degree / 3 cm errors to 1e-3 degrees, where
+            3e-3 stopped short on some views.
         cpu_torch_threads: torch intra-op threads while training on CPU (0 = leave torch's setting). The heavy
             kernels are numba's and use every core; torch's own ops are small, and its thread pool busy-waits
             between them, competing with numba's threads (1 thread halved the step time on the 2-core machine
@@ -103,6 +134,7 @@ class TrainConfig:
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+    density_control: bool = True
     densify_start: float = 500 / _REFERENCE_ITERATIONS
     densify_stop: float = 15000 / _REFERENCE_ITERATIONS
     densify_interval: float = 100 / _REFERENCE_ITERATIONS
@@ -118,6 +150,13 @@ class TrainConfig:
     seed: int = 0
     checkpoint_minutes: float = 10.0
     log_interval: int = 10
+    optimize_poses: bool = False
+    lr_poses: float = 1e-3
+    lr_poses_final: float = 1e-4
+    poses_start: float = 0.1
+    poses_stop: float = 1.0
+    test_pose_iterations: int = 200
+    lr_test_poses: float = 1e-2
     cpu_torch_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -134,6 +173,13 @@ class TrainConfig:
             raise InputError(f"SH degree must be 0..3, got {self.sh_degree}")
         if any(f < 1 for _, f in self.resolution_schedule):
             raise InputError("resolution_schedule downscale factors must be >= 1")
+        if not (self.lr_poses > 0 and self.lr_poses_final > 0 and self.lr_test_poses > 0):
+            raise InputError("pose learning rates must be positive, got "
+                             f"{self.lr_poses}, {self.lr_poses_final} and {self.lr_test_poses}")
+        if not 0 <= self.poses_start < self.poses_stop <= 1:
+            raise InputError(f"need 0 <= poses_start < poses_stop <= 1, got {self.poses_start} and {self.poses_stop}")
+        if self.test_pose_iterations < 0:
+            raise InputError(f"test_pose_iterations must be >= 0, got {self.test_pose_iterations}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,6 +318,7 @@ class Trainer:
 
     With `resume=True` and a checkpoint in `out_dir`, training continues from it (same config expected).
     `init` replaces the default initialisation (sparse points or random box), e.g. Gaussians read from a `.ply`.
+    With `config.optimize_poses`, `poses` holds the pose corrections of `views` (else it is None).
     """
 
     def __init__(
@@ -305,6 +352,11 @@ class Trainer:
         self.white_reset_done = False
         self.curve: list[list[float]] = []
         self.level: _Level | None = None
+        self.poses: PoseCorrection | None = None
+        self.pose_optimizer: torch.optim.Adam | None = None
+        if self.config.optimize_poses:
+            self.poses = PoseCorrection(len(self.views), self.device)
+            self.pose_optimizer = self._make_pose_optimizer()
 
         checkpoint = self.out_dir / CHECKPOINT_NAME
         if resume and checkpoint.is_file():
@@ -342,6 +394,12 @@ class Trainer:
         groups = [{"params": [self.gaussians.params[name]], "lr": rates[name], "name": name} for name in PARAM_NAMES]
         # eps 1e-15 as in 3DGS: tiny gradients of distant Gaussians must still move them.
         return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=self.device.type in ("cpu", "cuda"))
+
+    def _make_pose_optimizer(self) -> torch.optim.Adam:
+        # Apart from the Gaussians' optimizer, whose parameter groups density control rewrites.
+        groups = [{"params": [self.poses.rotations], "name": "rotation", "scale": 1.0},
+                  {"params": [self.poses.translations], "name": "translation", "scale": self.extent}]
+        return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
     # -- schedule ----------------------------------------------------------------------------------------------
 
@@ -386,6 +444,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             if group["name"] == "means":
                 group["lr"] = lr
+        if self.pose_optimizer is not None:
+            window = (progress - cfg.poses_start) / (cfg.poses_stop - cfg.poses_start)
+            rate = pose_learning_rate(cfg.lr_poses, cfg.lr_poses_final, window)
+            for group in self.pose_optimizer.param_groups:
+                group["lr"] = rate * group["scale"]
 
     def _intervals(self, progress: float) -> tuple[int, int]:
         """Iterations between densifications and between opacity resets (the run's length is estimated from the
@@ -411,18 +474,20 @@ class Trainer:
         self._set_learning_rate(progress)
         degree = min(cfg.sh_degree, int(progress / cfg.sh_degree_interval))
 
-        image, _, _, meta = self.gaussians.render(
-            camera, self.viewmats[v], degree, self.background, cfg.backend, level.Ks[v]
-        )
+        optimize_pose = self.poses is not None and cfg.poses_start <= progress < cfg.poses_stop
+        viewmat = self.viewmats[v]
+        if self.poses is not None:
+            with torch.set_grad_enabled(optimize_pose):
+                viewmat = self.poses.corrected(v, viewmat)
+        image, _, _, meta = self.gaussians.render(camera, viewmat, degree, self.background, cfg.backend, level.Ks[v])
         key = (camera.height, camera.width)
         if key not in level.buffer:
             level.buffer[key] = torch.empty(camera.height, camera.width, 3, device=self.device)
         target = torch.div(level.targets[v], 255.0, out=level.buffer[key])
-        l1 = (image - target).abs().mean()
-        loss = (1.0 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1.0 - ssim(image, target))
+        loss = photometric_loss(image, target, cfg.ssim_weight)
         loss.backward()
 
-        in_window = progress < cfg.densify_stop
+        in_window = cfg.density_control and progress < cfg.densify_stop
         with torch.no_grad():
             mse = float(((image - target) ** 2).mean())
             if in_window and meta["means2d"].grad is not None:
@@ -432,6 +497,9 @@ class Trainer:
                 )
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if optimize_pose:
+                self.pose_optimizer.step()
+                self.pose_optimizer.zero_grad(set_to_none=True)
             self.step += 1
             if in_window and progress >= cfg.densify_start:
                 self._density_control(progress)
@@ -515,6 +583,9 @@ class Trainer:
             "torch_rng": self.generator.get_state(),
             "curve": self.curve,
         }
+        if self.poses is not None:
+            state["poses"] = {k: v.detach().cpu() for k, v in self.poses.state_dict().items()}
+            state["pose_optimizer"] = self.pose_optimizer.state_dict()
         path = self.out_dir / CHECKPOINT_NAME
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -531,6 +602,12 @@ class Trainer:
         if saved.get("sh_degree") != self.config.sh_degree:
             raise InputError(f"{path}: the checkpoint has SH degree {saved.get('sh_degree')}, "
                              f"the config {self.config.sh_degree}")
+        if bool(saved.get("optimize_poses", False)) != self.config.optimize_poses:
+            trained = "with" if saved.get("optimize_poses") else "without"
+            raise InputError(f"{path}: the checkpoint was trained {trained} pose optimisation, unlike the config")
+        if self.poses is not None:
+            self.poses.load_state_dict({k: v.to(self.device) for k, v in state["poses"].items()})
+            self.pose_optimizer.load_state_dict(state["pose_optimizer"])
         self.gaussians = Gaussians({k: v.to(self.device) for k, v in state["params"].items()})
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
@@ -547,7 +624,8 @@ class Trainer:
     # -- outputs -----------------------------------------------------------------------------------------------
 
     def export(self, extra: dict | None = None) -> dict[str, Path]:
-        """Write `point_cloud.ply` (3DGS layout), `scene.splat`, `config.json` and `training_curve.svg` to out_dir."""
+        """Write `point_cloud.ply` (3DGS layout), `scene.splat`, `config.json`, `training_curve.svg` and
+        `history.json` (the curve as `[{iteration, seconds, loss, psnr, num_gaussians}]`, what the report reads)."""
         from mapforge.splat.evaluate import write_json, write_training_curve
 
         data = self.gaussians.to_data()
@@ -565,16 +643,87 @@ class Trainer:
         }
         paths["config"] = write_json(self.out_dir / "config.json", info)
         paths["curve"] = write_training_curve(self.out_dir / "training_curve.svg", self.curve)
+        keys = ("iteration", "seconds", "loss", "psnr", "num_gaussians")
+        paths["history"] = write_json(self.out_dir / "history.json", [dict(zip(keys, row)) for row in self.curve])
         return paths
 
+    def train_poses(self) -> list[Rigid3]:
+        """The cam_from_world of every training view (`views`), refined when poses are optimised."""
+        if self.poses is None:
+            return [view.cam_from_world for view in self.views]
+        return [self.poses.corrected_rigid(k, view.cam_from_world) for k, view in enumerate(self.views)]
+
+    def align_test_poses(self, indices: list[int], iterations: int | None = None) -> list[Rigid3]:
+        """Test-time pose alignment: the poses of the data set's views `indices`, refined against the trained
+        Gaussians (frozen) for `iterations` steps each (default `config.test_pose_iterations`; see `align_poses`)."""
+        cfg = self.config
+        views = pinhole_views(self.dataset, indices)
+        iterations = cfg.test_pose_iterations if iterations is None else iterations
+        if not views or iterations == 0:
+            return [view.cam_from_world for view in views]
+        aligned = []
+        with training_threads(cfg, self.device):
+            for view in tqdm(views, desc="aligning held-out poses", unit="view", leave=False, disable=None):
+                aligned += align_poses(
+                    self.gaussians, [view.camera], [view.cam_from_world], [view.load_image(self.dataset)],
+                    self.background, iterations, (cfg.lr_test_poses, cfg.lr_poses_final),
+                    (cfg.lr_test_poses * self.extent, cfg.lr_poses_final * self.extent), cfg.ssim_weight, cfg.backend,
+                )
+        return aligned
+
+    def refined_poses(self) -> list[Rigid3]:
+        """cam_from_world of every image of the data set: training views as optimised, the others aligned with
+        `align_test_poses`. Only with `config.optimize_poses`."""
+        if self.poses is None:
+            raise ValueError("poses are refined only with optimize_poses")
+        poses = list(self.dataset.cam_from_world)
+        for view, pose in zip(self.views, self.train_poses()):
+            poses[view.index] = pose
+        trained = {view.index for view in self.views}
+        others = [i for i in range(len(self.dataset)) if i not in trained]
+        for i, pose in zip(others, self.align_test_poses(others)):
+            poses[i] = pose
+        return poses
+
+    def write_poses(self, poses: list[Rigid3]) -> Path:
+        """Write `out_dir/sparse/0` (COLMAP binary) with `poses` (one per image of the data set).
+
+        When the data's sparse model holds every image (a COLMAP or pointmap folder), its cameras, image ids,
+        keypoints and points are kept with the new poses (points are not re-triangulated); otherwise the model
+        has the data's cameras as loaded, and its points, if any, without tracks."""
+        source = self.dataset.points
+        names = {image.name for image in source.images.values()} if source is not None else set()
+        if source is not None and set(self.dataset.image_names) <= names:
+            by_name = dict(zip(self.dataset.image_names, poses))
+            images = {
+                image_id: Image(image.name, image.camera_id, by_name.get(image.name, image.cam_from_world),
+                                image.keypoints, image.point3D_ids)
+                for image_id, image in source.images.items()
+            }
+            rec = Reconstruction(dict(source.cameras), images, dict(source.points3D))
+        else:
+            rec = dataclasses.replace(self.dataset, cam_from_world=poses).to_reconstruction()
+            if source is not None:
+                rec.points3D = {pid: Point3D(p.xyz, p.rgb, p.error) for pid, p in source.points3D.items()}
+        return write_model(rec, self.out_dir / "sparse" / "0", "bin")
+
     def finish(self, extra: dict | None = None, split: str = "test") -> dict:
-        """Export the model and evaluate it on `split`: renders in `out_dir/<split>/`, `out_dir/metrics.json`.
-        Returns the metrics."""
+        """Export the model and evaluate it on `split`: renders in `out_dir/renders/<split>/`, `out_dir/metrics.json`.
+        With `optimize_poses`, evaluation uses the refined poses (held-out views aligned first) and they are
+        written to `out_dir/sparse/0`. Returns the metrics."""
         from mapforge.splat.evaluate import evaluate, write_json
 
         self.export(extra)
-        metrics = evaluate(self.gaussians, self.dataset, self.dataset.subset(split), self.background,
-                           self.out_dir / split, backend=self.config.backend)
+        dataset, pose_info = self.dataset, {}
+        if self.poses is not None:
+            poses = self.refined_poses()
+            dataset = dataclasses.replace(self.dataset, cam_from_world=poses)
+            pose_info = {"pose_refinement": _pose_changes(self.dataset.cam_from_world, poses, self.views,
+                                                          self.config.test_pose_iterations),
+                         "refined_model": str(self.write_poses(poses))}
+        metrics = evaluate(self.gaussians, dataset, self.dataset.subset(split), self.background,
+                           self.out_dir / "renders" / split, backend=self.config.backend)
+        metrics.update(pose_info)
         metrics.update({
             "split": split,
             "iterations": self.step,
@@ -584,6 +733,24 @@ class Trainer:
         })
         write_json(self.out_dir / "metrics.json", metrics)
         return metrics
+
+
+def _pose_changes(before: list[Rigid3], after: list[Rigid3], train_views: list[PinholeView], test_iterations: int
+                  ) -> dict:
+    """How far refinement moved the poses: mean and max rotation (degrees) and camera centre shift, for the
+    training views and the others."""
+    trained = {view.index for view in train_views}
+    result: dict = {"test_pose_iterations": test_iterations}
+    for label, chosen in (("train", sorted(trained)), ("other", [i for i in range(len(before)) if i not in trained])):
+        if not chosen:
+            continue
+        angles = np.array([float(rotation_angle_deg(after[i].rotation @ before[i].rotation.T)) for i in chosen])
+        shifts = np.array([np.linalg.norm(after[i].inverse().translation - before[i].inverse().translation)
+                           for i in chosen])
+        result[label] = {"views": len(chosen), "mean_rotation_deg": float(angles.mean()),
+                         "max_rotation_deg": float(angles.max()), "mean_center_shift": float(shifts.mean()),
+                         "max_center_shift": float(shifts.max())}
+    return result
 
 
 def train(

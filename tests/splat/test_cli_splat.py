@@ -33,7 +33,7 @@ def test_train_then_render(data, tmp_path, capsys) -> None:
                      "--init", str(data / "sparse_gt")])
     assert code == 0
     assert "trained" in capsys.readouterr().out
-    for name in ("point_cloud.ply", "scene.splat", "config.json", "metrics.json", "training_curve.svg", "test/000.png"):
+    for name in ("point_cloud.ply", "scene.splat", "config.json", "metrics.json", "training_curve.svg", "history.json", "renders/test/000.png"):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["downscale"] == 1 and config["config"]["iterations"] == 40

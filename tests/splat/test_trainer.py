@@ -67,7 +67,7 @@ def test_training_reaches_quality_and_writes_outputs(scene, tmp_path) -> None:
     assert trainer.curve[-1][0] == 300 and trainer.curve[-1][3] > trainer.curve[0][3] + 5
     assert len(trainer.gaussians) != 500  # density control ran
     for name in ("point_cloud.ply", "scene.splat", "config.json", "metrics.json", "training_curve.svg",
-                 "checkpoint.pt", "test/000.png", "test/004.png"):
+                 "checkpoint.pt", "history.json", "renders/test/000.png", "renders/test/004.png"):
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "scene.splat").stat().st_size == 32 * len(trainer.gaussians)
     saved = json.loads((tmp_path / "metrics.json").read_text())
