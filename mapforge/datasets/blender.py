@@ -23,6 +23,9 @@ from mapforge.io.transforms_json import read_transforms
 SPLITS = ("train", "val", "test")
 # White, as in the NeRF paper's Blender experiments (`white_bkgd`), which published metrics assume.
 DEFAULT_BACKGROUND = (1.0, 1.0, 1.0)
+# The scene box `[min, max]` handed to NeRF trainers as metadata "aabb": the NeRF-synthetic objects fit inside
+# [-1.5, 1.5]^3 (instant-ngp's default box for these scenes: its unit cube at the 0.33 scale it applies to them).
+SCENE_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 
 
 def is_blender(path: Path) -> bool:
@@ -69,7 +72,7 @@ def load_blender(
         background=background_rgb,
         image_dir=path,
         image_paths=paths,
-        metadata={"layout": "blender"},
+        metadata={"layout": "blender", "aabb": [list(SCENE_AABB[0]), list(SCENE_AABB[1])]},
     )
 
 

@@ -9,6 +9,8 @@ model, unscaled), so the `sparse/0` points of the capture project with these pos
 
 Intrinsics: a pinhole camera with that focal length and the principal point at the image centre (LLFF ignores
 COLMAP's distortion), scaled to the size of the images actually read.
+
+`metadata["forward_facing"]` is True: NeRF trainers then render in LLFF's normalised device coordinates.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def load_llff(path: str | Path, factor: int | None = None, downscale: int = 1) -
         points=_sparse_points(path),
         image_dir=image_dir,
         image_paths=paths,
-        metadata={"layout": "llff", "full_resolution_hwf": hwf},
+        metadata={"layout": "llff", "full_resolution_hwf": hwf, "forward_facing": True},
     )
 
 

@@ -41,14 +41,22 @@ class NeRFField(nn.Module):
         self.direction_layer = nn.Linear(width + self.direction_encoding.out_dim, direction_width)
         self.rgb = nn.Linear(direction_width, 3)
 
-    def forward(self, positions: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`positions [N, 3]`, unit `directions [N, 3]` -> density `[N]` (>= 0), rgb `[N, 3]` in [0, 1]."""
+    def _trunk(self, positions: torch.Tensor) -> torch.Tensor:
         encoded = self.position_encoding(positions)
         h = encoded
         for i, layer in enumerate(self.layers):
             if i in self.skips:
                 h = torch.cat([encoded, h], -1)
             h = torch.relu(layer(h))
+        return h
+
+    def density_at(self, positions: torch.Tensor) -> torch.Tensor:
+        """Density `[N]` at `positions [N, 3]` (the colour branch is skipped)."""
+        return torch.relu(self.density(self._trunk(positions))[..., 0])
+
+    def forward(self, positions: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`positions [N, 3]`, unit `directions [N, 3]` -> density `[N]` (>= 0), rgb `[N, 3]` in [0, 1]."""
+        h = self._trunk(positions)
         density = torch.relu(self.density(h)[..., 0])
         h = torch.cat([self.feature(h), self.direction_encoding(directions)], -1)
         rgb = torch.sigmoid(self.rgb(torch.relu(self.direction_layer(h))))
@@ -110,7 +118,9 @@ class FastField(nn.Module):
         inside = ((unit >= 0) & (unit <= 1)).all(-1)
         return unit, inside
 
-    def _geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density `[N]` and geometry features `[N, 1 + geometry_features]` (the colour MLP's input) at world
+        `positions [N, 3]`."""
         unit, inside = self.normalise(positions)
         h = self.density_mlp(self.encoding(unit))
         density = truncated_exp(h[:, 0]) * inside
@@ -118,10 +128,13 @@ class FastField(nn.Module):
 
     def density(self, positions: torch.Tensor) -> torch.Tensor:
         """Density `[N]` at world `positions [N, 3]`."""
-        return self._geometry(positions)[0]
+        return self.geometry(positions)[0]
+
+    def colour(self, features: torch.Tensor, encoded_directions: torch.Tensor) -> torch.Tensor:
+        """RGB `[N, 3]` from geometry `features [N, 16]` and `spherical_harmonics(directions, 4)` `[N, 16]`."""
+        return torch.sigmoid(self.color_mlp(torch.cat([features, encoded_directions], -1)))
 
     def forward(self, positions: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`positions [N, 3]`, unit `directions [N, 3]` -> density `[N]`, rgb `[N, 3]` in [0, 1]."""
-        density, h = self._geometry(positions)
-        rgb = torch.sigmoid(self.color_mlp(torch.cat([h, spherical_harmonics(directions, 4)], -1)))
-        return density, rgb
+        density, h = self.geometry(positions)
+        return density, self.colour(h, spherical_harmonics(directions, 4))

@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from mapforge.nerf.fields import FastField, NeRFField
-from mapforge.nerf.occupancy import OccupancyGrid
-from mapforge.nerf.rendering import RenderOutput, composite_packed, deltas_from_distances, volume_render
+from mapforge.nerf.encodings import spherical_harmonics
+from mapforge.nerf.occupancy import OccupancyGrid, PackedSamples
+from mapforge.nerf.rendering import (
+    RenderOutput,
+    composite_packed,
+    deltas_from_distances,
+    exclusive_segment_cumsum,
+    segment_sum,
+    volume_render,
+)
 from mapforge.nerf.sampling import sample_pdf, stratified_samples
 
 
@@ -58,6 +66,14 @@ class NeRFModel(nn.Module):
     def final(outputs: dict[str, RenderOutput]) -> RenderOutput:
         return outputs.get("fine", outputs["coarse"])
 
+    def density(self, positions: torch.Tensor) -> torch.Tensor:
+        """Density `[N]` of the final (fine, else coarse) network at `positions [N, 3]`."""
+        return (self.fine if self.fine is not None else self.coarse).density_at(positions)
+
+    def color(self, positions: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """Colour `[N, 3]` seen along unit `directions [N, 3]` at `positions [N, 3]` (final network)."""
+        return (self.fine if self.fine is not None else self.coarse)(positions, directions)[1]
+
     @staticmethod
     def loss(outputs: dict[str, RenderOutput], target: torch.Tensor) -> torch.Tensor:
         """The paper's loss: squared error of the coarse and of the fine colours, summed."""
@@ -67,7 +83,15 @@ class NeRFModel(nn.Module):
 class FastNeRFModel(nn.Module):
     """instant-ngp-style model: a `FastField` plus an `OccupancyGrid` over the same box; rays are marched with
     a fixed step of `box diagonal / render_steps` (instant-ngp: 1024 steps across the unit cube's diagonal)
-    and only samples in occupied cells are evaluated, packed and composited per ray."""
+    and only samples in occupied cells are evaluated, packed and composited per ray.
+
+    When rendering views (`early_stop`), a ray stops once its transmittance falls below `min_transmittance`
+    (instant-ngp's 1e-4), samples are taken in windows of `first_window` then doubling, and colours are computed
+    only where a sample's weight reaches `min_weight`."""
+
+    min_transmittance = 1e-4
+    min_weight = 1e-5
+    first_window = 32
 
     def __init__(self, aabb: torch.Tensor, grid_resolution: int = 128, render_steps: int = 1024, **field_args):
         super().__init__()
@@ -84,6 +108,14 @@ class FastNeRFModel(nn.Module):
         self.grid.occupied = self.grid.occupied.to(device)
         return self
 
+    def density(self, positions: torch.Tensor) -> torch.Tensor:
+        """Density `[N]` at `positions [N, 3]` (zero outside the box)."""
+        return self.field.density(positions)
+
+    def color(self, positions: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+        """Colour `[N, 3]` seen along unit `directions [N, 3]` at `positions [N, 3]`."""
+        return self.field(positions, directions)[1]
+
     def update_grid(self, fraction: float, threshold: float = 0.01) -> None:
         self.grid.update(self.field.density, self.step_size, fraction=fraction, threshold=threshold)
 
@@ -95,17 +127,69 @@ class FastNeRFModel(nn.Module):
         far: torch.Tensor,
         background: torch.Tensor | None = None,
         perturb: bool = False,
+        early_stop: bool | None = None,
     ) -> dict[str, RenderOutput]:
         """Render rays `[R, 3]` (unit directions) between `near [R]` and `far [R]` -> {"fine": ...}; also sets
-        `self.last_num_samples` (packed samples evaluated)."""
+        `self.last_num_samples` (packed samples whose density was evaluated).
+
+        `early_stop` (default: when gradients are off, i.e. when rendering views) composites each ray front to
+        back in growing windows of samples and stops once its transmittance is below `min_transmittance`, and
+        evaluates colours only of samples weighing at least `min_weight` (their skipped weight still counts
+        towards the opacity); `weights` is then empty. Without it every marched sample is evaluated.
+        """
         samples = self.grid.march(origins, directions, self.step_size, near, far, perturb=perturb)
+        # All samples of a ray share its direction: encode directions once per ray.
+        encoded = spherical_harmonics(directions, 4)
+        if early_stop is None:
+            early_stop = not torch.is_grad_enabled()
+        if early_stop:
+            return {"fine": self._render_early_stop(origins, directions, samples, encoded, background)}
         self.last_num_samples = len(samples)
-        ray_dirs = directions[samples.ray_indices]
+        ray_indices = samples.ray_indices
         t = samples.midpoints
-        points = origins[samples.ray_indices] + t[:, None] * ray_dirs
-        density, rgb = self.field(points, ray_dirs)
-        out = composite_packed(density, rgb, samples.deltas, t, samples.ray_indices, origins.shape[0], background)
+        points = origins[ray_indices] + t[:, None] * directions[ray_indices]
+        density, features = self.field.geometry(points)
+        rgb = self.field.colour(features, encoded[ray_indices])
+        out = composite_packed(density, rgb, samples.deltas, t, ray_indices, origins.shape[0], background)
         return {"fine": out}
+
+    @torch.no_grad()
+    def _render_early_stop(
+        self, origins: torch.Tensor, directions: torch.Tensor, samples: PackedSamples, encoded: torch.Tensor,
+        background: torch.Tensor | None,
+    ) -> RenderOutput:
+        num_rays = origins.shape[0]
+        ray_indices = samples.ray_indices
+        counts = torch.bincount(ray_indices, minlength=num_rays)
+        rank = torch.arange(len(samples), device=origins.device) - (torch.cumsum(counts, 0) - counts)[ray_indices]
+        transmittance = origins.new_ones(num_rays)
+        color = origins.new_zeros(num_rays, 3)
+        depth = origins.new_zeros(num_rays)
+        evaluated = 0
+        start, window = 0, self.first_window
+        longest = int(counts.max()) if num_rays and len(samples) else 0
+        while start < longest:
+            alive = transmittance > self.min_transmittance
+            index = torch.nonzero((rank >= start) & (rank < start + window) & alive[ray_indices]).squeeze(1)
+            start, window = start + window, 2 * window
+            if not index.numel():
+                continue
+            rays = ray_indices[index]
+            t = samples.midpoints[index]
+            density, features = self.field.geometry(origins[rays] + t[:, None] * directions[rays])
+            evaluated += index.numel()
+            optical = density * samples.deltas[index]
+            weights = transmittance[rays] * torch.exp(-exclusive_segment_cumsum(optical, rays, num_rays)) * (1 - torch.exp(-optical))
+            keep = weights >= self.min_weight
+            rgb = self.field.colour(features[keep], encoded[rays[keep]])
+            color += segment_sum(weights[keep, None] * rgb, rays[keep], num_rays)
+            depth += segment_sum(weights * t, rays, num_rays)
+            transmittance = transmittance * torch.exp(-segment_sum(optical, rays, num_rays))
+        self.last_num_samples = evaluated
+        opacity = 1.0 - transmittance
+        if background is not None:
+            color = color + transmittance[:, None] * background
+        return RenderOutput(color, depth, opacity, origins.new_zeros(0))
 
     @staticmethod
     def final(outputs: dict[str, RenderOutput]) -> RenderOutput:

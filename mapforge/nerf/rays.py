@@ -79,3 +79,12 @@ def ray_aabb_intersect(
     t_enter = torch.minimum(t0, t1).amax(-1)
     t_exit = torch.maximum(t0, t1).amin(-1)
     return t_enter, t_exit
+
+
+def ndc_to_frame(points: np.ndarray, fx: float, fy: float, width: int, height: int, near: float) -> np.ndarray:
+    """Inverse of `ndc_rays`' point mapping: NDC points `[N, 3]` (z_ndc < 1) back to the forward-facing frame."""
+    points = np.asarray(points, dtype=np.float64)
+    z = 2.0 * near / np.maximum(1.0 - points[:, 2], 1e-6)
+    x = points[:, 0] * z * (width / 2.0) / fx
+    y = points[:, 1] * z * (height / 2.0) / fy
+    return np.stack([x, y, z], -1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -40,7 +41,10 @@ class TrainConfig:
             (metadata "aabb" or "bounding_box", else its sparse points, else where the cameras look).
         ndc: render in LLFF's normalised device coordinates; None: when the data set says it is forward facing
             (metadata "forward_facing").
-        time_budget: stop training after this many seconds even if `steps` are not done (None: no limit).
+        time_budget: stop training after this many seconds even if `steps` are not done (None: no limit); the
+            learning-rate decay then follows whichever of steps and time runs out first. Data loading and
+            evaluation are not counted.
+        log_every: steps between entries of the training history (mean loss and PSNR over those steps).
     """
 
     steps: int = 20000
@@ -55,6 +59,7 @@ class TrainConfig:
     aabb: tuple | None = None
     ndc: bool | None = None
     time_budget: float | None = None
+    log_every: int = 25
 
     model = "base"
 
@@ -117,6 +122,26 @@ class FastNeRFConfig(TrainConfig):
 CONFIGS = {"nerf": NeRFConfig, "fast": FastNeRFConfig}
 
 
+def make_config(model: str, settings: dict[str, object] | None = None) -> TrainConfig:
+    """The config of `model` ("fast" or "nerf") with `settings` overriding fields by name. String values (from
+    the command line) are read as JSON where they parse (numbers, true/false, null, lists), else kept as text."""
+    if model not in CONFIGS:
+        raise InputError(f"unknown NeRF model {model!r} (known: {', '.join(CONFIGS)})")
+    config_cls = CONFIGS[model]
+    names = {f.name: f for f in fields(config_cls)}
+    values = {}
+    for key, value in (settings or {}).items():
+        if key not in names:
+            raise InputError(f"the {model} NeRF has no setting {key!r} (it has: {', '.join(sorted(names))})")
+        if isinstance(value, str) and names[key].type != "str":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise InputError(f"setting {key}: cannot read {value!r} as a value") from None
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return config_cls(**values)
+
+
 @dataclass
 class SceneSetup:
     """How world rays become model rays: the box, the NDC mapping (for forward-facing scenes) and depth bounds."""
@@ -150,6 +175,7 @@ class TrainResult:
     step: int
     metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -258,8 +284,13 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
-def _lr_factor(step: int, config: TrainConfig) -> float:
-    decay = (config.lr_final / config.lr) ** min(step / max(config.steps, 1), 1.0)
+def _lr_factor(step: int, seconds: float, config: TrainConfig) -> float:
+    """Learning-rate multiplier: exponential decay over the run's progress (the larger of the step and, with a
+    time budget, the time fraction), times the fast model's linear warm-up."""
+    progress = step / max(config.steps, 1)
+    if config.time_budget:
+        progress = max(progress, seconds / config.time_budget)
+    decay = (config.lr_final / config.lr) ** min(progress, 1.0)
     warmup = min(1.0, (step + 1) / config.warmup_steps) if isinstance(config, FastNeRFConfig) and config.warmup_steps else 1.0
     return decay * warmup
 
@@ -290,11 +321,14 @@ def _training_rays(dataset: Dataset, setup: SceneSetup, scale: float) -> dict[st
 
 @torch.no_grad()
 def render_image(
-    model: torch.nn.Module, setup: SceneSetup, camera: Camera, cam_from_world: Rigid3, chunk: int = 8192
+    model: torch.nn.Module, setup: SceneSetup, camera: Camera, cam_from_world: Rigid3, chunk: int | None = None
 ) -> dict[str, np.ndarray]:
     """Render one view: {"rgb": [H, W, 3], "depth": [H, W] (distance along the ray; NDC parameter for NDC
-    scenes), "opacity": [H, W]} as float32 numpy arrays."""
+    scenes), "opacity": [H, W]} as float32 numpy arrays. Rays go through the model `chunk` at a time (default
+    8192 for the fast model; 1024 for NeRF, whose 256 samples per ray would otherwise need gigabytes per layer)."""
     device = next(model.parameters()).device
+    if chunk is None:
+        chunk = 1024 if isinstance(model, NeRFModel) else 8192
     o, d, near, far = model_rays(setup, camera, cam_from_world)
     background = None if setup.background is None else torch.tensor(setup.background, dtype=torch.float32, device=device)
     was_training = model.training
@@ -317,6 +351,16 @@ def render_image(
     }
 
 
+def render_names(image_names: list[str]) -> list[str]:
+    """PNG file names for renders of `image_names`: the image's file name with a `.png` suffix, or, when two
+    views share a file name (e.g. `train/r_0` and `test/r_0`), its relative path with `/` replaced by `_`
+    (the same naming as the splatting stage, so both stages' renders line up with the photos)."""
+    names = [Path(name).with_suffix(".png").name for name in image_names]
+    if len(set(names)) == len(names):
+        return names
+    return [Path(name).with_suffix(".png").as_posix().replace("/", "_") for name in image_names]
+
+
 def evaluate(
     model: torch.nn.Module,
     setup: SceneSetup,
@@ -324,25 +368,33 @@ def evaluate(
     indices: list[int],
     image_scale: float = 1.0,
     render_dir: Path | None = None,
+    progress: bool = True,
 ) -> dict:
-    """PSNR and SSIM of `indices` views -> {"psnr": mean, "ssim": mean, "per_view": [...]}; renders are written to
-    `render_dir` as PNG when given."""
+    """Render views `indices` of `dataset` and compare them with the images.
+
+    Returns {"psnr": mean, "ssim": mean, "count", "views": [{"name", "file", "psnr", "ssim"}]}; the renders are
+    written to `render_dir` as PNGs named by `render_names` when given. The mean PSNR leaves out infinite values
+    (pixel-perfect views).
+    """
+    from mapforge.io.images import write_image
     from mapforge.metrics.image import psnr, ssim
 
-    per_view = []
-    for i in tqdm(indices, desc="evaluating", unit="view", leave=False, disable=None):
+    files = render_names([dataset.image_names[i] for i in indices])
+    views = []
+    for i, file in tqdm(list(zip(indices, files)), desc="evaluating", unit="view", leave=False,
+                        disable=(not progress) or None):
         target, camera = _resized(dataset, i, image_scale)
         out = render_image(model, setup, camera, dataset.cam_from_world[i])
-        per_view.append({"image": dataset.image_names[i], "psnr": float(psnr(out["rgb"], target)),
-                         "ssim": float(ssim(out["rgb"], target))})
+        views.append({"name": dataset.image_names[i], "file": file, "psnr": float(psnr(out["rgb"], target)),
+                      "ssim": float(ssim(out["rgb"], target))})
         if render_dir is not None:
-            from mapforge.io.images import write_image
-
-            write_image(render_dir / f"{Path(dataset.image_names[i]).stem}.png", out["rgb"])
+            write_image(Path(render_dir) / file, out["rgb"])
+    finite = [v["psnr"] for v in views if math.isfinite(v["psnr"])]
     return {
-        "psnr": float(np.mean([v["psnr"] for v in per_view])) if per_view else float("nan"),
-        "ssim": float(np.mean([v["ssim"] for v in per_view])) if per_view else float("nan"),
-        "per_view": per_view,
+        "psnr": float(np.mean(finite)) if finite else float("nan"),
+        "ssim": float(np.mean([v["ssim"] for v in views])) if views else float("nan"),
+        "count": len(views),
+        "views": views,
     }
 
 
@@ -384,20 +436,43 @@ def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[torch.nn.Mo
     return model, config, setup, state
 
 
+def _write_json(path: Path, data: object) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _read_history(path: Path, up_to: int) -> list[dict]:
+    """The history entries of an earlier run up to iteration `up_to` (for resume); empty when unreadable."""
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [e for e in history if isinstance(e, dict) and e.get("iteration", up_to + 1) <= up_to] if isinstance(history, list) else []
+
+
 def train(
     dataset: Dataset,
     config: TrainConfig,
     output_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    callback: Callable[[int, float, torch.nn.Module, SceneSetup], None] | None = None,
+    extra: dict | None = None,
 ) -> TrainResult:
     """Train `config.model` on the train split of `dataset`, evaluate on its test split.
 
-    With `output_dir`, writes `checkpoint.pt` every `config.checkpoint_every` steps and at the end, the test
-    renders under `renders/` and `metrics.json` (test PSNR/SSIM, per view, and the training-batch PSNR every 50
-    steps); `resume` continues from an existing checkpoint there.
+    With `output_dir`, writes there (the same layout as the splatting stage): `checkpoint.pt` every
+    `config.checkpoint_every` steps and at the end, `config.json` (config, scene set-up and `extra`, e.g. the data
+    path and downscale), `history.json` (`[{iteration, loss, psnr, seconds}]` every `config.log_every` steps: mean
+    training loss and the PSNR of the mean squared error over those steps, training seconds), the test renders
+    under `renders/test/` and `metrics.json` (test PSNR/SSIM overall and per view, iterations, training, data
+    set-up and evaluation seconds, density samples per second of training). `resume` continues from the
+    checkpoint there (steps, optimiser, training clock and history; `config.time_budget` counts the total).
+
+    `callback(step, train_seconds, model, setup)` runs after every step (e.g. a benchmark's periodic evaluation);
+    the time it takes is not counted as training time, neither for `config.time_budget` nor the learning-rate
+    schedule.
     """
-    start_time = time.time()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     if not dataset.split.get("train"):
@@ -406,6 +481,8 @@ def train(
     checkpoint = output_dir / "checkpoint.pt" if output_dir is not None else None
 
     step = 0
+    elapsed = 0.0  # training seconds before this call (resume)
+    history: list[dict] = []
     if resume and checkpoint is not None and checkpoint.is_file():
         model, loaded_config, setup, state = load_checkpoint(checkpoint, config.device)
         if type(loaded_config) is not type(config):
@@ -414,6 +491,8 @@ def train(
         optimizer = _optimizer(model, config)
         optimizer.load_state_dict(state["optimizer"])
         batch_rays = int(state["extra"].get("batch_rays", config.batch_rays))
+        elapsed = float(state["extra"].get("seconds", 0.0))
+        history = _read_history(output_dir / "history.json", step)
     else:
         setup = make_setup(dataset, config)
         model = build_model(config, setup).to(device)
@@ -423,20 +502,31 @@ def train(
             # The grid starts all occupied, so a ray first costs up to `render_steps` samples: start small and
             # let the batch grow as the grid empties.
             batch_rays = min(batch_rays, max(256, 2 * config.target_samples // config.render_steps))
+    if output_dir is not None:
+        _write_json(output_dir / "config.json", {"model": config.model, "config": asdict(config),
+                                                  "setup": setup.to_dict(), **(extra or {})})
 
+    setup_start = time.time()
     rays = _training_rays(dataset, setup, config.image_scale)
+    setup_seconds = time.time() - setup_start
     num_rays_total = rays["rgb"].shape[0]
     background = None if setup.background is None else torch.tensor(setup.background, dtype=torch.float32, device=device)
     generator = torch.Generator().manual_seed(config.seed + step)
     fast = isinstance(model, FastNeRFModel)
 
-    bar = tqdm(range(step, config.steps), desc=f"training {config.model} NeRF", unit="step", disable=not progress or None,
-               initial=step, total=config.steps)
+    timed = config.time_budget is not None
+    bar = tqdm(range(step, config.steps), desc=f"training {config.model} NeRF", unit="step",
+               disable=(not progress) or None, initial=step, total=None if timed else config.steps)
     done = step
-    history: list[dict] = []
+    clock = time.time() - elapsed  # training seconds = time.time() - clock; callbacks move the clock forward
+    window_loss, window_mse, window_steps = 0.0, 0.0, 0
+    samples = 0
     for step in bar:
+        seconds = time.time() - clock
+        if timed and seconds >= config.time_budget:
+            break
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * _lr_factor(step, config)
+            group["lr"] = config.lr * _lr_factor(step, seconds, config)
         # No update at step 0: the untrained field is dense everywhere, and the grid starts all occupied anyway.
         if fast and step > 0 and step % config.grid_update_every == 0:
             fraction = 1.0 if step < config.grid_warmup_steps else config.grid_update_fraction
@@ -449,37 +539,75 @@ def train(
         loss.backward()
         optimizer.step()
         if fast:
-            samples = max(model.last_num_samples, 1)
-            batch_rays = int(min(max(batch_rays * config.target_samples / samples, 256), 1 << 16))
+            samples += model.last_num_samples
+            batch_rays = int(min(max(batch_rays * config.target_samples / max(model.last_num_samples, 1), 256), 1 << 16))
+        else:
+            samples += batch_rays * (2 * model.num_coarse + model.num_fine if model.fine is not None else model.num_coarse)
         mse = float(torch.mean((model.final(outputs).rgb.detach() - batch["rgb"]) ** 2))
+        window_loss, window_mse, window_steps = window_loss + loss.item(), window_mse + mse, window_steps + 1
         bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}", rays=batch_rays)
         done = step + 1
-        if done % 50 == 0 or done == config.steps:
-            history.append({"step": done, "seconds": round(time.time() - start_time, 1), "batch_psnr": -10 * math.log10(max(mse, 1e-10))})
+        if done % config.log_every == 0 or done == config.steps:
+            history.append({"iteration": done, "loss": window_loss / window_steps,
+                            "psnr": -10 * math.log10(max(window_mse / window_steps, 1e-10)),
+                            "seconds": round(time.time() - clock, 2)})
+            window_loss, window_mse, window_steps = 0.0, 0.0, 0
         if checkpoint is not None and config.checkpoint_every and done % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optimizer, config, setup, done, {"batch_rays": batch_rays})
-        if config.time_budget is not None and time.time() - start_time > config.time_budget:
-            break
+            save_checkpoint(checkpoint, model, optimizer, config, setup, done,
+                            {"batch_rays": batch_rays, "seconds": time.time() - clock})
+            _write_json(output_dir / "history.json", history)
+        if callback is not None:
+            paused = time.time()
+            callback(done, paused - clock, model, setup)
+            clock += time.time() - paused
     bar.close()
     step = done
+    train_seconds = time.time() - clock
+    if window_steps:
+        history.append({"iteration": done, "loss": window_loss / window_steps,
+                        "psnr": -10 * math.log10(max(window_mse / window_steps, 1e-10)), "seconds": round(train_seconds, 2)})
     if checkpoint is not None:
-        save_checkpoint(checkpoint, model, optimizer, config, setup, step, {"batch_rays": batch_rays})
-    train_seconds = time.time() - start_time
+        save_checkpoint(checkpoint, model, optimizer, config, setup, step, {"batch_rays": batch_rays, "seconds": train_seconds})
+        _write_json(output_dir / "history.json", history)
 
     test = dataset.split.get("test") or []
     if config.eval_views is not None and len(test) > config.eval_views:
         test = [test[int(k)] for k in np.linspace(0, len(test) - 1, config.eval_views).round()]
-    render_dir = output_dir / "renders" if output_dir is not None else None
-    metrics = evaluate(model, setup, dataset, test, config.image_scale, render_dir) if test else {}
-    metrics["train_seconds"] = train_seconds
-    metrics["steps"] = step
-    metrics["history"] = history  # training-batch PSNR every 50 steps
+    render_dir = output_dir / "renders" / "test" if output_dir is not None else None
+    eval_start = time.time()
+    metrics = evaluate(model, setup, dataset, test, config.image_scale, render_dir, progress) if test else {}
+    run_seconds = train_seconds - elapsed
+    metrics.update({
+        "eval_seconds": time.time() - eval_start,
+        "split": "test",
+        "model": config.model,
+        "iterations": step,
+        "train_seconds": train_seconds,
+        "setup_seconds": setup_seconds,
+        "samples_per_second": samples / run_seconds if run_seconds > 0 else None,
+    })
     if output_dir is not None:
-        with atomic_path(output_dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2))
+        _write_json(output_dir / "metrics.json", metrics)
     if progress:
         tqdm.write(
             f"{config.model} NeRF: {step} steps in {train_seconds:.0f} s, test PSNR {metrics.get('psnr', float('nan')):.2f} dB, "
             f"SSIM {metrics.get('ssim', float('nan')):.3f} on {len(test)} views"
         )
-    return TrainResult(model, setup, step, metrics, train_seconds)
+    return TrainResult(model, setup, step, metrics, train_seconds, history)
+
+
+def train_path(
+    data: str | Path,
+    output_dir: str | Path,
+    config: TrainConfig,
+    downscale: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """`train` on the data set at `data` (any layout `mapforge.datasets.load_dataset` reads), images shrunk by
+    `downscale`; the data path and downscale go into `config.json` for `mapforge nerf render` / `export`."""
+    from mapforge.datasets import load_dataset
+
+    dataset = load_dataset(data, downscale=downscale)
+    extra = {"data": str(Path(data).resolve()), "downscale": downscale}
+    return train(dataset, config, output_dir, resume=resume, progress=progress, extra=extra)

@@ -36,7 +36,7 @@ def test_fast_model_fits_sphere_and_resumes(tmp_path):
     assert result.step == 150
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["psnr"] == pytest.approx(result.metrics["psnr"])
-    assert len(list((tmp_path / "renders").glob("*.png"))) == 3
+    assert len(list((tmp_path / "renders" / "test").glob("*.png"))) == 3
 
     model, config, setup, state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert isinstance(config, FastNeRFConfig) and state["step"] == 150

@@ -1,0 +1,160 @@
+"""`mapforge nerf train|render|export`: neural radiance fields from posed images, rendering and geometry export."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from mapforge.nerf.trainer import FastNeRFConfig, NeRFConfig
+
+    parser = subparsers.add_parser("nerf", help="neural radiance fields: train on posed images, render, export")
+    commands = parser.add_subparsers(dest="nerf_command", metavar="ACTION", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a NeRF on a posed data set",
+        description="Train a radiance field on DATA (Blender scene, nerfstudio/instant-ngp transforms.json, COLMAP "
+        "project as `mapforge sfm` writes it, LLFF, ...). OUT receives checkpoint.pt, config.json, history.json, "
+        "metrics.json (test PSNR/SSIM) and renders/test/*.png.",
+    )
+    train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
+    train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
+    train.add_argument("--model", choices=("fast", "nerf"), default="fast",
+                       help="fast: hash grid + occupancy grid (instant-ngp style, minutes on a CPU); nerf: the "
+                       "original NeRF (hours). Default fast")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=_positive_int,
+                        help=f"optimisation steps (default {FastNeRFConfig.steps} fast, {NeRFConfig.steps} nerf)")
+    length.add_argument("--minutes", type=_positive_float,
+                        help="wall-clock training budget: the learning-rate schedule is laid over it and training "
+                        "stops when it is spent")
+    train.add_argument("--downscale", type=_positive_int, default=1, help="shrink images by this factor (default 1)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
+    train.add_argument("--eval-views", type=_positive_int, help="evaluate only this many test views (default all)")
+    train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], type=_setting,
+                       help="override any field of the model's config (see mapforge.nerf.trainer.FastNeRFConfig / "
+                       "NeRFConfig), e.g. --set grid_resolution=64; repeatable")
+    train.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.set_defaults(func=_train)
+
+    render = commands.add_parser(
+        "render",
+        help="render the views of a data set split, or a camera path, with a trained NeRF",
+        description="Render every view of a split of DATA with the NeRF trained in OUT, one PNG per view named like "
+        "the view's image, plus metrics.json (PSNR, SSIM); and/or, with --path, a camera path (an orbit, or a "
+        "spiral for forward-facing scenes) as .mp4, .gif or a folder of PNGs.",
+    )
+    render.add_argument("model", metavar="OUT", help="training output folder (or its checkpoint.pt)")
+    render.add_argument("--data", metavar="DATA", help="data set folder (default: the one the model was trained on)")
+    render.add_argument("--split", default="test", help="split to render (default test)")
+    render.add_argument("-o", "--output", metavar="DIR", help="folder for the renders of the split")
+    render.add_argument("--path", metavar="FILE", help="also render a camera path to FILE (.mp4, .gif or a folder)")
+    render.add_argument("--frames", type=_positive_int, default=120, help="frames of the camera path (default 120)")
+    render.add_argument("--fps", type=_positive_int, default=30, help="frames per second of a video (default 30)")
+    render.add_argument("--downscale", type=_positive_int, help="shrink images by this factor (default: as trained)")
+    render.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    render.set_defaults(func=_render)
+
+    export = commands.add_parser(
+        "export",
+        help="export a mesh and/or a point cloud from a trained NeRF",
+        description="Extract a coloured mesh (marching cubes on the density) to FILE and/or a point cloud (expected "
+        "depth of the training views) to --points.",
+    )
+    export.add_argument("model", metavar="OUT", help="training output folder (or its checkpoint.pt)")
+    export.add_argument("-o", "--output", metavar="FILE", help="mesh PLY to write")
+    export.add_argument("--points", metavar="FILE", help="point-cloud PLY to write")
+    export.add_argument("--resolution", type=_positive_int, default=256,
+                        help="marching-cubes grid cells per side (default 256)")
+    export.add_argument("--threshold", type=_positive_float,
+                        help="density of the surface (default: instant-ngp's 2.5 scaled to the scene box)")
+    export.add_argument("--data", metavar="DATA", help="data set for --points (default: the one trained on)")
+    export.add_argument("--stride", type=_positive_int, default=4,
+                        help="--points: use every STRIDE-th pixel of each training view (default 4)")
+    export.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    export.set_defaults(func=_export)
+
+
+def _quality(metrics: dict) -> str:
+    if not metrics.get("count"):
+        return f"no {metrics.get('split', 'test')} views"
+    return f"{metrics['count']} {metrics['split']} views, PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mapforge.nerf.trainer import make_config, train_path
+
+    options: dict[str, object] = dict(args.set)
+    options.update({"device": args.device, "seed": args.seed})
+    if args.eval_views:
+        options["eval_views"] = args.eval_views
+    if args.iterations:
+        options["steps"] = args.iterations
+    if args.minutes:
+        options["time_budget"] = args.minutes * 60.0
+        options["steps"] = 10**9  # the budget ends training
+    result = train_path(args.data, args.output, make_config(args.model, options), args.downscale, args.resume)
+    print(f"trained the {args.model} NeRF for {result.step} iterations ({result.seconds / 60:.1f} min); "
+          f"{_quality(result.metrics)}; wrote {args.output}")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from mapforge.errors import InputError
+    from mapforge.nerf.render import render_model, render_run_path
+
+    if args.output is None and args.path is None:
+        raise InputError("give -o DIR for the split's views and/or --path FILE for a camera path")
+    if args.output is not None:
+        metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.device)
+        print(f"rendered to {args.output}: {_quality(metrics)}")
+    if args.path is not None:
+        render_run_path(args.model, args.path, args.data, args.frames, args.fps, args.downscale, args.device)
+        print(f"rendered a {args.frames}-frame camera path to {args.path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mapforge.errors import InputError
+    from mapforge.nerf.export import export_model
+
+    if args.output is None and args.points is None:
+        raise InputError("give -o FILE for a mesh and/or --points FILE for a point cloud")
+    summary = export_model(args.model, args.output, args.points, args.resolution, args.threshold, args.data,
+                           args.stride, args.device)
+    if "mesh" in summary:
+        mesh = summary["mesh"]
+        print(f"wrote {mesh['path']}: {mesh['vertices']} vertices, {mesh['faces']} faces "
+              f"(density threshold {mesh['threshold']:.4g})")
+    if "points" in summary:
+        print(f"wrote {summary['points']['path']}: {summary['points']['count']} points")
+    return 0
