@@ -1,7 +1,8 @@
 """`mapforge run`: photos to a scene you can look at, stage by stage, resumable.
 
 The only module that knows the order of the stages. Each stage writes its own folder under the output folder and
-finishes by writing its summary file (`sfm/report.json`, `splat/metrics.json`), so a stage whose summary exists is
+finishes by writing its summary file (`sfm/report.json`, `pointmap/report.json`, `splat/metrics.json`,
+`nerf/metrics.json`), so a stage whose summary exists is
 complete and is skipped on a re-run; an interrupted stage resumes from its own caches and checkpoints. The
 options of a run are written to `run.toml` beside the outputs, and `mapforge run --config run.toml` repeats it.
 """
@@ -153,6 +154,21 @@ def stage_splat(config: RunConfig, out: Path) -> dict:
     return train(dataset, out / "splat", train_config, resume=not config.overwrite)
 
 
+def stage_nerf(config: RunConfig, out: Path) -> dict:
+    """The fast (hash-grid) NeRF on the posed images into `out/nerf`; returns the test metrics."""
+    from mapforge.datasets import load_dataset
+    from mapforge.nerf.trainer import make_config, train
+
+    metrics_path = out / "nerf" / "metrics.json"
+    if _complete(metrics_path, config):
+        print(f"nerf: complete, skipped ({metrics_path})")
+        return json.loads(metrics_path.read_text())
+    dataset = load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
+    settings = {"time_budget": config.minutes * 60} if config.minutes else {"steps": config.iterations}
+    extra = {"data": str(poses_dir(config, out).resolve()), "downscale": config.downscale}
+    return train(dataset, make_config("fast", settings), out / "nerf", resume=not config.overwrite, extra=extra).metrics
+
+
 def stage_ground_truth(config: RunConfig, out: Path) -> dict:
     """Score the estimated poses against the ground-truth model; writes `out/ground_truth.json`."""
     from mapforge.io.colmap import read_model
@@ -180,8 +196,8 @@ def stage_ground_truth(config: RunConfig, out: Path) -> dict:
     return result
 
 
-def _unavailable(what: str, issue: str) -> MapforgeError:
-    return MapforgeError(f"{what} is not available in this version of mapforge yet ({issue})")
+def _unavailable(what: str) -> MapforgeError:
+    return MapforgeError(f"{what} is not available in this version of mapforge yet")
 
 
 def _create_output(out: Path) -> None:
@@ -213,9 +229,7 @@ def run(config: RunConfig) -> dict:
     if not Path(config.images).is_dir():
         raise InputError(f"image folder {config.images} does not exist")
     if config.dense:
-        raise _unavailable("multi-view stereo (--dense)", "no MVS stage yet")
-    if config.method == "nerf":
-        raise _unavailable("NeRF training in `mapforge run` (--method nerf)", "NeRF issue")
+        raise _unavailable("multi-view stereo (--dense)")
     _create_output(out)
     _note_changed_options(config, out / CONFIG_NAME)
     config.write(out / CONFIG_NAME)
@@ -227,6 +241,8 @@ def run(config: RunConfig) -> dict:
         stages.append(("ground_truth", stage_ground_truth))
     if config.method == "splat":
         stages.append(("splat", stage_splat))
+    elif config.method == "nerf":
+        stages.append(("nerf", stage_nerf))
     for name, stage in stages:
         start = time.perf_counter()
         results[name] = stage(config, out)
@@ -261,12 +277,14 @@ def summary_text(results: dict) -> str:
             f"poses vs ground truth: median relative rotation error {gt['median_rot_err_deg']:.3f} deg, "
             f"translation direction {gt['median_trans_err_deg']:.3f} deg; {auc}"
         )
-    splat = results.get("splat")
-    if splat:
-        lines.append(
-            f"splat: test PSNR {splat.get('psnr', float('nan')):.2f} dB, SSIM {splat.get('ssim', float('nan')):.4f}, "
-            f"{splat.get('num_gaussians', 0)} Gaussians"
-        )
+    for method in ("splat", "nerf"):
+        metrics = results.get(method)
+        if metrics:
+            extra = f", {metrics['num_gaussians']} Gaussians" if "num_gaussians" in metrics else ""
+            lines.append(
+                f"{method}: test PSNR {metrics.get('psnr', float('nan')):.2f} dB, "
+                f"SSIM {metrics.get('ssim', float('nan')):.4f}{extra}"
+            )
     timings = results.get("timings", {})
     if timings:
         lines.append("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))

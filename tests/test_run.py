@@ -10,7 +10,7 @@ import pytest
 from mapforge.cli import main
 from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
 from mapforge.errors import InputError, MapforgeError
-from mapforge.run import CONFIG_NAME, RunConfig, run
+from mapforge.run import CONFIG_NAME, RunConfig, run, summary_text
 
 
 NUM_IMAGES = 10
@@ -103,3 +103,14 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path: Path, monkeypatch: p
         with atomic_path(tmp_path / "result.json") as tmp:
             tmp.write_text("{}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_nerf_method(scene: Path, tmp_path: Path) -> None:
+    """`--method nerf` trains the fast NeRF on the SfM poses and writes the stage's files."""
+    config = RunConfig(images=str(scene / "images"), output=str(tmp_path / "out"), method="nerf", minutes=0,
+                       iterations=20, intrinsics=str(scene / "sparse_gt" / "cameras.txt"), downscale=4)
+    results = run(config)
+    assert results["nerf"]["count"] >= 1 and results["nerf"]["psnr"] > 5
+    for name in ("metrics.json", "history.json", "checkpoint.pt"):
+        assert (tmp_path / "out" / "nerf" / name).is_file(), name
+    assert "nerf: test PSNR" in summary_text(results)
