@@ -31,3 +31,17 @@ def rng() -> np.random.Generator:
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run every test with one torch thread (restored afterwards).
+
+    Tests work on tiny tensors, where a second OpenMP thread costs more in hand-offs than it saves; on a busy
+    machine two threads spin-waiting for each other made some tests 5-20 times slower. The trainers make the
+    same choice for CPU training around the numba kernels.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

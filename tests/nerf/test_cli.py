@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from mapforge import cli
 from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
@@ -16,16 +15,6 @@ from mapforge.nerf.trainer import load_checkpoint
 
 TINY = ["num_levels=4", "log2_hashmap_size=12", "finest_resolution=64", "grid_resolution=16", "render_steps=64",
         "batch_rays=256", "target_samples=4096", "checkpoint_every=0", "log_every=2"]
-
-
-@pytest.fixture(autouse=True)
-def _nerf_command(monkeypatch):
-    if "nerf" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "nerf"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,6 @@ FAST = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny batches: a second intra-op thread costs more in synchronisation than it saves (and a lot on a busy
-    # machine), so these tests run single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_fast_model_fits_sphere_and_resumes(tmp_path):
     dataset = sphere_dataset(3, 24)
     result = train(dataset, FastNeRFConfig(steps=150, **FAST), tmp_path, progress=False)

@@ -21,15 +21,6 @@ from mapforge.scene import Camera
 from tests.conftest import shared_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The optimisation runs many small kernels; on a shared 2-core machine one thread is much faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _max_relative_rotation_error(cam_from_world: list[Rigid3], true_cam_from_world: list[Rigid3]) -> float:
     errors = []
     for a in range(len(cam_from_world)):

@@ -13,16 +13,6 @@ from tests.conftest import shared_dataset
 from tests.pointmap.test_pipeline import NUM_IMAGES, write_small_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _pointmap_command(monkeypatch):
-    if "pointmap" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "pointmap"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/pointmap/test_pipeline.py
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_small_checkpoint(tmp_path_factory.mktemp("pointmap_cli") / "small.pth")

@@ -13,15 +13,6 @@ from mapforge.pointmap.matching import PixelMapping, nearest_neighbours, recipro
 from mapforge.pointmap.preprocess import prepare_image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many small matrix products: on a shared 2-core machine one thread is much faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _embedding(xy: torch.Tensor, dim: int = 24, frequency: float = 0.35) -> torch.Tensor:
     """Unit descriptors `[..., dim]` of scene locations `[..., 2]`: random Fourier features (smooth, distinctive)."""
     g = torch.Generator().manual_seed(0)

@@ -54,15 +54,6 @@ def write_small_checkpoint(path, seed: int = 0):
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a busy 2-core machine spin-wait for each other (20x slower); one is plenty here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_small_checkpoint(tmp_path_factory.mktemp("pointmap_ckpt") / "small.pth")

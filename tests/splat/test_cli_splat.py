@@ -5,20 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import mapforge.cli as cli
 from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
-
-
-@pytest.fixture(autouse=True)
-def _splat_command(monkeypatch):
-    if "splat" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "splat"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,6 @@ from mapforge.splat.poses import PoseCorrection
 from mapforge.splat.trainer import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturb(pose: Rigid3, rng: np.random.Generator, degrees: float, shift: float) -> Rigid3:
     axis = rng.normal(size=3)
     delta = Rigid3(axis_angle_to_matrix(axis / np.linalg.norm(axis) * math.radians(degrees)), rng.normal(size=3))
@@ -167,8 +159,6 @@ def test_cli_flags_reach_the_config(monkeypatch, tmp_path) -> None:
     import mapforge.cli as cli
     import mapforge.splat.trainer as trainer
 
-    if "splat" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "splat"])
     seen = {}
 
     def fake_train_path(data, out, config, downscale, resume, init):

@@ -16,15 +16,6 @@ from mapforge.splat.gaussians import PARAM_NAMES, Gaussians
 from mapforge.splat.trainer import TrainConfig, Trainer, camera_focus_box, pinhole_views
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny images: one intra-op thread is fastest and immune to other processes competing for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_scene(views: int = 8, width: int = 64, height: int = 48) -> Dataset:
     """40 coloured Gaussians in a cube rendered over white from `views` cameras on a ring; every 4th is a test view."""
     rng = np.random.default_rng(0)
