@@ -95,6 +95,24 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(scene, tmp_path) ->
         torch.testing.assert_close(resumed.gaussians.params[name], straight.gaussians.params[name], rtol=1e-4, atol=1e-5)
 
 
+def test_ctrl_c_leaves_a_resumable_checkpoint(scene, tmp_path, monkeypatch) -> None:
+    trainer = Trainer(scene, tmp_path, small_config(iterations=20))
+    step = trainer.train_step
+
+    def interrupted_after_seven():
+        if trainer.step == 7:
+            raise KeyboardInterrupt
+        return step()
+
+    monkeypatch.setattr(trainer, "train_step", interrupted_after_seven)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    resumed = Trainer(scene, tmp_path, small_config(iterations=20), resume=True)
+    assert resumed.step == 7
+    resumed.run()
+    assert resumed.step == 20
+
+
 def test_minutes_budget_stops_training(scene, tmp_path) -> None:
     trainer = Trainer(scene, tmp_path, small_config(minutes=0.01))
     trainer.run()
