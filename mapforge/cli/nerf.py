@@ -4,25 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from mapforge.cli.arguments import positive_float, positive_int
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -51,14 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="fast: hash grid + occupancy grid (instant-ngp style, minutes on a CPU); nerf: the "
                        "original NeRF (hours). Default fast")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=_positive_int,
+    length.add_argument("--iterations", type=positive_int,
                         help=f"optimisation steps (default {FastNeRFConfig.steps} fast, {NeRFConfig.steps} nerf)")
-    length.add_argument("--minutes", type=_positive_float,
+    length.add_argument("--minutes", type=positive_float,
                         help="wall-clock training budget: the learning-rate schedule is laid over it and training "
                         "stops when it is spent")
-    train.add_argument("--downscale", type=_positive_int, default=1, help="shrink images by this factor (default 1)")
+    train.add_argument("--downscale", type=positive_int, default=1, help="shrink images by this factor (default 1)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
-    train.add_argument("--eval-views", type=_positive_int, help="evaluate only this many test views (default all)")
+    train.add_argument("--eval-views", type=positive_int, help="evaluate only this many test views (default all)")
     train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], type=_setting,
                        help="override any field of the model's config (see mapforge.nerf.trainer.FastNeRFConfig / "
                        "NeRFConfig), e.g. --set grid_resolution=64; repeatable")
@@ -78,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--split", default="test", help="split to render (default test)")
     render.add_argument("-o", "--output", metavar="DIR", help="folder for the renders of the split")
     render.add_argument("--path", metavar="FILE", help="also render a camera path to FILE (.mp4, .gif or a folder)")
-    render.add_argument("--frames", type=_positive_int, default=120, help="frames of the camera path (default 120)")
-    render.add_argument("--fps", type=_positive_int, default=30, help="frames per second of a video (default 30)")
-    render.add_argument("--downscale", type=_positive_int, help="shrink images by this factor (default: as trained)")
+    render.add_argument("--frames", type=positive_int, default=120, help="frames of the camera path (default 120)")
+    render.add_argument("--fps", type=positive_int, default=30, help="frames per second of a video (default 30)")
+    render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
     render.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
     render.set_defaults(func=_render)
 
@@ -93,12 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("model", metavar="OUT", help="training output folder (or its checkpoint.pt)")
     export.add_argument("-o", "--output", metavar="FILE", help="mesh PLY to write")
     export.add_argument("--points", metavar="FILE", help="point-cloud PLY to write")
-    export.add_argument("--resolution", type=_positive_int, default=256,
+    export.add_argument("--resolution", type=positive_int, default=256,
                         help="marching-cubes grid cells per side (default 256)")
-    export.add_argument("--threshold", type=_positive_float,
+    export.add_argument("--threshold", type=positive_float,
                         help="density of the surface (default: instant-ngp's 2.5 scaled to the scene box)")
     export.add_argument("--data", metavar="DATA", help="data set for --points (default: the one trained on)")
-    export.add_argument("--stride", type=_positive_int, default=4,
+    export.add_argument("--stride", type=positive_int, default=4,
                         help="--points: use every STRIDE-th pixel of each training view (default 4)")
     export.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
     export.set_defaults(func=_export)

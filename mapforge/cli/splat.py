@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapforge.cli.arguments import positive_float, positive_int
 from mapforge.splat.densify import DensifyConfig
 from mapforge.splat.rasterize.api import BACKENDS
 from mapforge.splat.trainer import TrainConfig
@@ -22,26 +23,6 @@ def _color(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("splat", help="3D Gaussian splatting: train on posed images, render views")
     commands = parser.add_subparsers(dest="splat_command", metavar="ACTION", required=True)
@@ -56,17 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
     train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=_positive_int, help=f"optimisation steps (default {TrainConfig.iterations})")
-    length.add_argument("--minutes", type=_positive_float,
+    length.add_argument("--iterations", type=positive_int, help=f"optimisation steps (default {TrainConfig.iterations})")
+    length.add_argument("--minutes", type=positive_float,
                         help="wall-clock training budget: the schedule is laid over it and training stops when spent")
-    train.add_argument("--downscale", type=_positive_int, default=1, help="shrink images by this factor (default 1)")
+    train.add_argument("--downscale", type=positive_int, default=1, help="shrink images by this factor (default 1)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
     train.add_argument("--init", metavar="PATH",
                        help="start from a 3DGS .ply or .splat, a point-cloud .ply or a COLMAP model folder "
                        "(default: the data's sparse points, else random Gaussians in the scene's box)")
     train.add_argument("--sh-degree", type=int, choices=range(4), default=TrainConfig.sh_degree,
                        help=f"highest spherical-harmonic degree (default {TrainConfig.sh_degree})")
-    train.add_argument("--random-points", type=_positive_int, default=TrainConfig.init_random_points,
+    train.add_argument("--random-points", type=positive_int, default=TrainConfig.init_random_points,
                        help=f"Gaussians for random initialisation (default {TrainConfig.init_random_points})")
     train.add_argument("--max-gaussians", type=int, default=0, help="cap on the number of Gaussians (default: none)")
     train.add_argument("--optimize-poses", action="store_true",
@@ -92,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="data set folder giving the cameras (and images to compare)")
     render.add_argument("--split", default="test", help="split to render (default test)")
     render.add_argument("-o", "--output", metavar="DIR", required=True, help="folder for the renders")
-    render.add_argument("--downscale", type=_positive_int, help="shrink images by this factor (default: as trained)")
+    render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
     render.add_argument("--background", type=_color, help="white, black or R,G,B (default: as trained)")
     render.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
     render.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
