@@ -17,6 +17,7 @@ from pathlib import Path
 
 import tomli_w
 
+from mapforge.datasets.base import Dataset
 from mapforge.errors import InputError, MapforgeError
 from mapforge.io.atomic import atomic_path
 from mapforge.report import write_report
@@ -96,18 +97,28 @@ class RunConfig:
         return Path(path)
 
 
-def _complete(marker: Path, config: RunConfig) -> bool:
-    return marker.is_file() and not config.overwrite
+def _finished(stage: str, summary: str, config: RunConfig, out: Path) -> dict | None:
+    """The summary of `stage` when its folder already holds one (and --overwrite is off), else None."""
+    path = out / stage / summary
+    if not path.is_file() or config.overwrite:
+        return None
+    print(f"{stage}: complete, skipped ({path})")
+    return json.loads(path.read_text())
+
+
+def _posed_dataset(config: RunConfig, out: Path) -> Dataset:
+    """The photos with the poses and cameras of the SfM or pointmap stage, as a `Dataset`."""
+    from mapforge.datasets import load_dataset
+
+    return load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
 
 
 def stage_sfm(config: RunConfig, out: Path) -> dict:
     """Structure-from-Motion into `out/sfm`; returns its report."""
     from mapforge.sfm.pipeline import SfMConfig, run_sfm
 
-    report_path = out / "sfm" / "report.json"
-    if _complete(report_path, config):
-        print(f"sfm: complete, skipped ({report_path})")
-        return json.loads(report_path.read_text())
+    if (done := _finished("sfm", "report.json", config, out)) is not None:
+        return done
     sfm_config = SfMConfig(intrinsics=config.intrinsics or None, camera_model=config.camera_model or None)
     sfm_config.matching.pairs = config.matcher
     if config.max_image_size:
@@ -119,10 +130,8 @@ def stage_pointmap(config: RunConfig, out: Path) -> dict:
     """Poses, intrinsics and dense points from a pointmap network into `out/pointmap`; returns its report."""
     from mapforge.pointmap.pipeline import PointmapRunConfig, run_pointmap
 
-    report_path = out / "pointmap" / "report.json"
-    if _complete(report_path, config):
-        print(f"pointmap: complete, skipped ({report_path})")
-        return json.loads(report_path.read_text())
+    if (done := _finished("pointmap", "report.json", config, out)) is not None:
+        return done
     pointmap_config = PointmapRunConfig(intrinsics=config.intrinsics or None)
     return run_pointmap(config.images, config.weights, out / "pointmap", pointmap_config).report
 
@@ -134,14 +143,11 @@ def poses_dir(config: RunConfig, out: Path) -> Path:
 
 def stage_splat(config: RunConfig, out: Path) -> dict:
     """Gaussian splatting on the posed images (SfM or pointmap model) into `out/splat`; returns test metrics."""
-    from mapforge.datasets import load_dataset
     from mapforge.splat.trainer import TrainConfig, train
 
-    metrics_path = out / "splat" / "metrics.json"
-    if _complete(metrics_path, config):
-        print(f"splat: complete, skipped ({metrics_path})")
-        return json.loads(metrics_path.read_text())
-    dataset = load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
+    if (done := _finished("splat", "metrics.json", config, out)) is not None:
+        return done
+    dataset = _posed_dataset(config, out)
     # Pointmap poses are good but not SfM-exact, and pointmaps are already dense: refine the poses jointly with the
     # Gaussians and skip density control, as InstantSplat does.
     from_pointmap = config.init == "pointmap"
@@ -156,14 +162,11 @@ def stage_splat(config: RunConfig, out: Path) -> dict:
 
 def stage_nerf(config: RunConfig, out: Path) -> dict:
     """The fast (hash-grid) NeRF on the posed images into `out/nerf`; returns the test metrics."""
-    from mapforge.datasets import load_dataset
     from mapforge.nerf.trainer import make_config, train
 
-    metrics_path = out / "nerf" / "metrics.json"
-    if _complete(metrics_path, config):
-        print(f"nerf: complete, skipped ({metrics_path})")
-        return json.loads(metrics_path.read_text())
-    dataset = load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
+    if (done := _finished("nerf", "metrics.json", config, out)) is not None:
+        return done
+    dataset = _posed_dataset(config, out)
     settings = {"time_budget": config.minutes * 60} if config.minutes else {"steps": config.iterations}
     extra = {"data": str(poses_dir(config, out).resolve()), "downscale": config.downscale}
     return train(dataset, make_config("fast", settings), out / "nerf", resume=not config.overwrite, extra=extra).metrics
