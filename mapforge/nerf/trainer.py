@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from mapforge.datasets.base import Dataset
+from mapforge.devices import select_device
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path
@@ -176,12 +177,6 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def scene_aabb(dataset: Dataset) -> np.ndarray:
@@ -432,7 +427,7 @@ def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[torch.nn.Mo
     model.load_state_dict(state["model"])
     if isinstance(model, FastNeRFModel):
         model.grid.load_state_dict(state["grid"])
-    model.to(resolve_device(device))
+    model.to(select_device(device))
     return model, config, setup, state
 
 
@@ -474,7 +469,7 @@ def train(
     schedule.
     """
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = select_device(config.device)
     if not dataset.split.get("train"):
         raise InputError(f"data set {dataset.name} has no training images")
     output_dir = Path(output_dir) if output_dir is not None else None

@@ -35,6 +35,7 @@ import torch
 from mapforge import __version__
 from mapforge.datasets.folder import read_k_txt
 from mapforge.datasets.loaders import fit_camera_to_image
+from mapforge.devices import select_device
 from mapforge.errors import InputError, ReconstructionError
 from mapforge.io import colmap
 from mapforge.io.atomic import atomic_path
@@ -48,7 +49,7 @@ from mapforge.pointmap.inference import iter_pair_predictions
 from mapforge.pointmap.matching import PixelMapping
 from mapforge.pointmap.models import PointmapNet
 from mapforge.pointmap.preprocess import image_paths, load_images
-from mapforge.scene import Camera, Point3D, Reconstruction
+from mapforge.scene import Camera, Reconstruction
 
 # Models whose distortion-free case is a pinhole camera: such a file camera is accepted when its distortion is 0.
 _ZERO_DISTORTION_OK = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
@@ -191,18 +192,6 @@ def photo_camera(focal: float, principal_point: np.ndarray, mapping: PixelMappin
     return Camera("PINHOLE", width, height, [focal * mapping.scale[0], focal * mapping.scale[1], cx, cy])
 
 
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown torch device {name!r} (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} was asked for but CUDA is not available (use cpu)")
-    return device
-
-
 def _predict_pairs(model: PointmapNet, views: list[dict], pairs: list[tuple[int, int]], config: PointmapRunConfig,
                    device: torch.device) -> PairPredictions:
     """Run every pair, keeping only each pair's two pointmaps and confidences (float32, CPU).
@@ -304,7 +293,7 @@ def run_pointmap(
     if config.intrinsics is not None:
         file_cameras = _read_file_cameras(Path(config.intrinsics), sizes, names)
     pairs = make_pairs(len(paths), config.scene_graph, symmetrize=True)
-    device = _device(config.device)
+    device = select_device(config.device)
 
     t0 = time.perf_counter()
     model = load_checkpoint(weights, device)

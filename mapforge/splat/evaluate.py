@@ -137,7 +137,7 @@ def render_model(
     """
     from mapforge.datasets import load_dataset
     from mapforge.errors import InputError
-    from mapforge.splat.trainer import pick_device
+    from mapforge.devices import select_device
 
     model = Path(model)
     ply = model / "point_cloud.ply" if model.is_dir() else model
@@ -157,7 +157,7 @@ def render_model(
         raise InputError(f"data set {dataset.name} has no split {split!r} (it has: {', '.join(dataset.split)})")
     if background is None:
         background = trained.get("background") or (dataset.background if dataset.background is not None else (0.0, 0.0, 0.0))
-    gaussians = load_initial(ply, sh_degree=None, device=pick_device(device))
+    gaussians = load_initial(ply, sh_degree=None, device=select_device(device))
     metrics = evaluate(gaussians, dataset, dataset.subset(split), np.asarray(background, np.float32), out_dir, backend)
     metrics.update({"split": split, "model": str(ply), "num_gaussians": len(gaussians)})
     write_json(Path(out_dir) / "metrics.json", metrics)

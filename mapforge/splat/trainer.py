@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from mapforge.datasets.base import Dataset
+from mapforge.devices import select_device
 from mapforge.errors import InputError
 from mapforge.geometry.cameras import undistort_image, undistorted_camera
 from mapforge.geometry.rotations import rotation_angle_deg
@@ -273,19 +274,6 @@ def resolve_background(config: TrainConfig, dataset: Dataset) -> np.ndarray:
     return np.zeros(3, np.float32)
 
 
-def pick_device(name: str | None) -> torch.device:
-    """The torch device called `name`, or cuda when available else cpu."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"unknown torch device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 @contextlib.contextmanager
 def training_threads(config: TrainConfig, device: torch.device) -> Iterator[None]:
     """Within the block, torch uses `config.cpu_torch_threads` intra-op threads on CPU; restored afterwards."""
@@ -332,7 +320,7 @@ class Trainer:
         self.dataset = dataset
         self.config = config or TrainConfig()
         self.out_dir = Path(out_dir)
-        self.device = pick_device(self.config.device)
+        self.device = select_device(self.config.device)
         train_indices = dataset.subset("train")
         if not train_indices:
             raise InputError(f"data set {dataset.name} has no training images")
