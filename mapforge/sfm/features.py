@@ -237,6 +237,22 @@ def extract_image(image: np.ndarray, config: FeatureConfig | None = None) -> Fea
     )
 
 
+def features_at(image: np.ndarray, keypoints: np.ndarray) -> Features:
+    """Features for keypoints `[N, 2]` found elsewhere (a COLMAP database, a dense matcher) in one `[H, W, 3]` float32
+    RGB image: colours are sampled from the image; there are no descriptors (`[N, 0]`), scales are one pixel and
+    orientations zero."""
+    height, width = image.shape[:2]
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    return Features(
+        keypoints=keypoints,
+        descriptors=np.zeros((len(keypoints), 0), dtype=np.float32),
+        scales=np.ones(len(keypoints)),
+        orientations=np.zeros(len(keypoints)),
+        colors=_colors(image, keypoints),
+        image_size=(width, height),
+    )
+
+
 def cache_file(image_path: str | Path, config: FeatureConfig, cache_dir: str | Path) -> Path:
     """The cache entry of one image: keyed by absolute path, modification time, file size and settings."""
     image_path = Path(image_path).resolve()

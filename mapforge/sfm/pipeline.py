@@ -1,7 +1,9 @@
 """`run_sfm`: photographs to a COLMAP model, as a chain of flat steps (hloc style).
 
 read images and intrinsics -> extract features (cached per image) -> select pairs -> match -> verify -> map ->
-write. Each step is a plain function that can be called on its own.
+write. Each step is a plain function that can be called on its own. With `SfMConfig.database`, keypoints and raw
+matches come from a COLMAP database instead of extraction and matching (COLMAP's own, hloc's, or the MASt3R matches
+of `mapforge pointmap --matches-only`); verification and mapping are the same.
 
 Outputs in `out_dir`:
 - `sparse/0` (COLMAP binary; further disconnected models in `sparse/1`, ...), `sparse_txt/0` (the same as text:
@@ -24,10 +26,12 @@ from mapforge.errors import InputError, ReconstructionError
 from mapforge.geometry.cameras import CAMERA_MODELS
 from mapforge.io.atomic import atomic_path
 from mapforge.io.colmap import write_model
+from mapforge.io.colmap_database import read_database
+from mapforge.io.images import read_rgb
 from mapforge.io.ply import write_point_cloud
 from mapforge.scene import Camera, Reconstruction
 from mapforge.sfm.executor import LocalExecutor
-from mapforge.sfm.features import FeatureConfig, Features, extract_features
+from mapforge.sfm.features import FeatureConfig, Features, extract_features, features_at
 from mapforge.sfm.mapper import MapperConfig, incremental_mapping
 from mapforge.sfm.matching import MatchingConfig, match_pairs
 from mapforge.sfm.pairs import select_pairs
@@ -49,6 +53,9 @@ class SfMConfig:
             file's model is used. Set e.g. "OPENCV" to refine more distortion terms.
         refine_known_intrinsics: refine focal lengths and distortion of known intrinsics too (default: keep them).
         workers: processes for extraction and verification (None: every core).
+        database: a COLMAP database (`database.db`) whose keypoints and raw matches replace feature extraction and
+            matching. Its images are found in the image folder by name; cameras still come from `intrinsics`, the
+            folder, EXIF or the prior, as without it.
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -58,6 +65,7 @@ class SfMConfig:
     camera_model: str | None = None
     refine_known_intrinsics: bool = False
     workers: int | None = None
+    database: str | Path | None = None
 
 
 @dataclass
@@ -133,6 +141,42 @@ def match(features: list[Features], config: SfMConfig) -> dict[tuple[int, int], 
     return match_pairs(features, pairs, m)
 
 
+def _features_task(task: tuple[Path, np.ndarray]) -> Features:
+    return features_at(read_rgb(task[0]), task[1])
+
+
+def import_database(
+    images: ImageSet, database: str | Path, executor: LocalExecutor
+) -> tuple[list[Features], dict[tuple[int, int], np.ndarray]]:
+    """Keypoints and raw matches of `images` from a COLMAP database: features `[N]` (without descriptors, colours
+    sampled from the photos) and `{(i, j): [M, 2]}` matches with `i < j` indexing `images`.
+
+    Images of the folder that the database lacks get no keypoints. Raises `InputError` when the database names an
+    image the folder does not have, or has keypoints outside their image (features of a resized copy).
+    """
+    db = read_database(database)
+    position = {name: k for k, name in enumerate(images.names)}
+    unknown = [name for name in db.names if name not in position]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise InputError(f"{database}: image {unknown[0]}{more} is not in the image folder")
+    keypoints = [np.zeros((0, 2)) for _ in images.names]
+    for name, xy in zip(db.names, db.keypoints):
+        k = position[name]
+        camera = images.cameras[k]
+        if len(xy) and ((xy < -1).any() or (xy > np.array([camera.width, camera.height]) + 1).any()):
+            raise InputError(f"{database}: keypoints of {name} lie outside its {camera.width}x{camera.height} pixels "
+                             "(were they detected on a resized copy?)")
+        keypoints[k] = xy
+    tasks = [(path, xy) for path, xy in zip(images.paths, keypoints)]
+    features = executor.map(_features_task, tasks, desc="database keypoints")
+    matches = {}
+    for (a, b), m in db.matches.items():
+        i, j = position[db.names[a]], position[db.names[b]]
+        matches[(i, j) if i < j else (j, i)] = m if i < j else m[:, ::-1].copy()
+    return features, matches
+
+
 def verify(
     features: list[Features], matches: dict[tuple[int, int], np.ndarray], images: ImageSet, config: SfMConfig,
     executor: LocalExecutor,
@@ -199,8 +243,11 @@ def run_sfm(image_dir: str | Path, out_dir: str | Path, config: SfMConfig | None
         timings[name] = time.perf_counter() - t0
         return result
 
-    features = timed("extract", extract, images, config, out_dir / "cache" / "features", executor)
-    matches = timed("match", match, features, config)
+    if config.database is not None:
+        features, matches = timed("import", import_database, images, config.database, executor)
+    else:
+        features = timed("extract", extract, images, config, out_dir / "cache" / "features", executor)
+        matches = timed("match", match, features, config)
     geometries = timed("verify", verify, features, matches, images, config, executor)
     num_verified = sum(1 for g in geometries.values() if g.num_inliers >= config.mapper.min_num_matches)
     if num_verified == 0:
@@ -216,6 +263,7 @@ def run_sfm(image_dir: str | Path, out_dir: str | Path, config: SfMConfig | None
         "image_dir": str(image_dir),
         "num_images": len(images.paths),
         "known_intrinsics": images.known_intrinsics,
+        "features": str(config.database) if config.database is not None else config.features.method,
         "num_pairs_matched": len(matches),
         "num_pairs_verified": num_verified,
         "num_models": len(models),

@@ -112,3 +112,43 @@ def test_cli_parses_and_reports_errors(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["sfm", str(blank), "-o", str(tmp_path / "x"), "--matcher", "nope"])
+
+
+def test_keypoints_and_matches_from_a_colmap_database(scene_dir, tmp_path):
+    """SIFT keypoints and matches stored in a COLMAP database give the same reconstruction path as extraction."""
+    from mapforge.io.colmap_database import FeatureDatabase, write_database
+    from mapforge.sfm.features import extract_features
+    from mapforge.sfm.matching import match_pairs
+    from mapforge.sfm.pairs import select_pairs
+
+    dataset, folder = scene_dir
+    config = _config()
+    paths = sorted((folder / "images").iterdir())
+    features = extract_features(paths, config.features)
+    matches = match_pairs(features, select_pairs(features, "exhaustive"), config.matching)
+    names = [p.name for p in paths]
+    # Stored in reverse order: the database's image ids need not follow the folder's order.
+    order = list(range(len(names)))[::-1]
+    where = {k: n for n, k in enumerate(order)}
+    stored = {}
+    for (i, j), m in matches.items():
+        a, b = where[i], where[j]
+        stored[(min(a, b), max(a, b))] = m if a < b else m[:, ::-1]
+    db = FeatureDatabase([names[k] for k in order], [dataset.cameras[0]] * len(names),
+                         [features[k].keypoints for k in order], stored, [False] * len(names))
+    database = write_database(db, tmp_path / "database.db")
+    result = run_sfm(folder / "images", tmp_path / "out", _config(database=database))
+    evaluation = _evaluate(result, dataset)
+    assert evaluation.num_registered == NUM_IMAGES
+    assert evaluation.median_rot_err_deg < 0.3
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "import" in report["seconds"] and "extract" not in report["seconds"]
+    assert report["features"] == str(database)
+
+    extra = FeatureDatabase([*db.names, "elsewhere.png"], [*db.cameras, db.cameras[0]],
+                            [*db.keypoints, np.zeros((0, 2))], {}, [False] * (len(names) + 1))
+    with pytest.raises(InputError, match="elsewhere.png is not in the image folder"):
+        run_sfm(folder / "images", tmp_path / "bad", _config(database=write_database(extra, tmp_path / "extra.db")))
+    scaled = FeatureDatabase(db.names, db.cameras, [4 * k for k in db.keypoints], {}, db.known_focal)
+    with pytest.raises(InputError, match="outside"):
+        run_sfm(folder / "images", tmp_path / "bad", _config(database=write_database(scaled, tmp_path / "scaled.db")))
