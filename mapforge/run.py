@@ -25,6 +25,7 @@ from mapforge.report import write_report
 CONFIG_NAME = "run.toml"
 METHODS = ("splat", "nerf", "none")
 INITS = ("sfm", "pointmap")
+FEATURES = ("sift", "xfeat", "mast3r")
 
 
 @dataclass
@@ -36,11 +37,15 @@ class RunConfig:
         output: output folder.
         method: what to train after the poses: "splat" (3D Gaussian splatting), "nerf", or "none".
         init: where poses and the first points come from: "sfm", or "pointmap" (needs `weights`).
-        weights: a DUSt3R/MASt3R checkpoint file for `init = "pointmap"`.
+        weights: a DUSt3R/MASt3R checkpoint file for `init = "pointmap"`, or a MASt3R one for `features = "mast3r"`.
         dense: also run multi-view stereo.
         intrinsics: a 3x3 K text file or COLMAP cameras.txt; empty = look beside the images, else EXIF or a prior.
         camera_model: COLMAP model for unknown intrinsics; empty = SIMPLE_RADIAL, as COLMAP.
-        matcher: pair selection for SfM: exhaustive, sequential or retrieval.
+        features: SfM keypoints and matches: "sift" (default), "xfeat", or "mast3r" (MASt3R's dense reciprocal
+            matches, written to `matches/database.db` by the pointmap stage's matcher, then verified and mapped by
+            SfM; needs `weights`).
+        matcher: pair selection for SfM: exhaustive, sequential or retrieval (not used by mast3r, which matches
+            every pair).
         max_image_size: SfM features are extracted with the longer side shrunk to this (0 = the SfM default).
         minutes: wall-clock training budget of the splat/NeRF stage (0 = use `iterations`).
         iterations: training iterations when `minutes` is 0.
@@ -57,6 +62,7 @@ class RunConfig:
     dense: bool = False
     intrinsics: str = ""
     camera_model: str = ""
+    features: str = "sift"
     matcher: str = "exhaustive"
     max_image_size: int = 0
     minutes: float = 5.0
@@ -72,6 +78,10 @@ class RunConfig:
             raise InputError(f"unknown init {self.init!r} (choose from {', '.join(INITS)})")
         if self.init == "pointmap" and not self.weights:
             raise InputError("--init pointmap needs --weights FILE (a DUSt3R or MASt3R checkpoint)")
+        if self.features not in FEATURES:
+            raise InputError(f"unknown features {self.features!r} (choose from {', '.join(FEATURES)})")
+        if self.features == "mast3r" and not self.weights:
+            raise InputError("--features mast3r needs --weights FILE (a MASt3R checkpoint)")
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
@@ -113,14 +123,30 @@ def _posed_dataset(config: RunConfig, out: Path) -> Dataset:
     return load_dataset(poses_dir(config, out), layout="colmap", image_dir=config.images, downscale=config.downscale)
 
 
+def stage_matches(config: RunConfig, out: Path) -> dict:
+    """MASt3R matches of every image pair into `out/matches/database.db`; returns its report."""
+    from mapforge.pointmap.correspondences import run_matching
+
+    if (done := _finished("matches", "report.json", config, out)) is not None:
+        return done
+    return run_matching(config.images, config.weights, out / "matches").report
+
+
 def stage_sfm(config: RunConfig, out: Path) -> dict:
-    """Structure-from-Motion into `out/sfm`; returns its report."""
+    """Structure-from-Motion into `out/sfm` (from `out/matches/database.db` with MASt3R features); returns its
+    report."""
+    from mapforge.sfm.features import FeatureConfig
+    from mapforge.sfm.matching import MatchingConfig
     from mapforge.sfm.pipeline import SfMConfig, run_sfm
 
     if (done := _finished("sfm", "report.json", config, out)) is not None:
         return done
     sfm_config = SfMConfig(intrinsics=config.intrinsics or None, camera_model=config.camera_model or None)
-    sfm_config.matching.pairs = config.matcher
+    if config.features == "mast3r":
+        sfm_config.database = out / "matches" / "database.db"
+    else:
+        sfm_config.features = FeatureConfig(method=config.features)
+        sfm_config.matching = MatchingConfig.for_features(config.features, pairs=config.matcher)
     if config.max_image_size:
         sfm_config.features.max_image_size = config.max_image_size
     return run_sfm(config.images, out / "sfm", sfm_config).report
@@ -239,7 +265,12 @@ def run(config: RunConfig) -> dict:
 
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
-    stages = [("sfm", stage_sfm) if config.init == "sfm" else ("pointmap", stage_pointmap)]
+    if config.init == "pointmap":
+        stages = [("pointmap", stage_pointmap)]
+    elif config.features == "mast3r":
+        stages = [("matches", stage_matches), ("sfm", stage_sfm)]
+    else:
+        stages = [("sfm", stage_sfm)]
     if config.ground_truth:
         stages.append(("ground_truth", stage_ground_truth))
     if config.method == "splat":
@@ -265,6 +296,12 @@ def summary_text(results: dict) -> str:
         lines.append(
             f"pointmap: registered {pointmap['registered_images']}/{pointmap['num_images']} images, "
             f"{pointmap['dense_points']} dense points"
+        )
+    matches = results.get("matches")
+    if matches:
+        lines.append(
+            f"MASt3R matches: {matches['num_pairs_matched']} image pairs, median "
+            f"{matches['matches_per_pair']['median']:.0f} matches per pair"
         )
     sfm = results.get("sfm")
     if sfm:

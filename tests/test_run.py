@@ -82,6 +82,28 @@ def test_run_pointmap_init(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "pointmap" / "sparse" / "0" / "images.bin").is_file()
 
 
+def test_run_mast3r_features(tmp_path: Path, scene: Path) -> None:
+    """`--features mast3r` runs the MASt3R matcher into matches/database.db and SfM reads it (random weights give
+    random matches, so SfM stops with its one-line error; tests/pointmap/test_correspondences.py checks that good
+    descriptors reconstruct)."""
+    from mapforge.errors import ReconstructionError
+    from tests.pointmap.test_correspondences import write_tiny_mast3r
+
+    with pytest.raises(InputError, match="--features mast3r needs --weights"):
+        RunConfig(images="x", output="y", features="mast3r")
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((scene / "images").iterdir())[:3]:
+        (images / path.name).symlink_to(path)
+    weights = write_tiny_mast3r(tmp_path / "tiny_mast3r.pth")
+    config = RunConfig(images=str(images), output=str(tmp_path / "out"), method="none", features="mast3r",
+                       weights=str(weights))
+    with pytest.raises(ReconstructionError):
+        run(config)
+    assert (tmp_path / "out" / "matches" / "database.db").is_file()
+    assert (tmp_path / "out" / "matches" / "report.json").is_file()
+
+
 def test_unwritable_output_is_one_line(tmp_path: Path, scene: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -33,11 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="known intrinsics of the photographs: 3x3 K text file or COLMAP cameras.txt/.bin")
     parser.add_argument("--max-points", type=int, default=1_000_000,
                         help="at most this many points in points.ply (default 1000000)")
+    parser.add_argument("--matches-only", action="store_true",
+                        help="MASt3R only: write its reciprocal matches to OUT/database.db (COLMAP database) for "
+                        "`mapforge sfm IMAGES --database OUT/database.db`, instead of aligning the pointmaps")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.matches_only:
+        return _match(args)
     from mapforge.pointmap.pipeline import PointmapRunConfig, run_pointmap
 
     config = PointmapRunConfig(
@@ -47,4 +52,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     run_pointmap(args.images, args.weights, args.output, config)
     print(f"wrote {args.output}/sparse/0, {args.output}/points.ply, {args.output}/depth and {args.output}/report.json")
+    return 0
+
+
+def _match(args: argparse.Namespace) -> int:
+    from mapforge.pointmap.correspondences import MatchConfig, run_matching
+
+    config = MatchConfig(image_size=args.size, scene_graph=args.scene_graph, batch_size=args.batch_size,
+                         device=args.device)
+    result = run_matching(args.images, args.weights, args.output, config)
+    print(f"wrote {result.path} and {args.output}/report.json; next: mapforge sfm {args.images} --database {result.path}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 
 from mapforge.errors import InputError
-from mapforge.run import INITS, METHODS, RunConfig, run, run_demo, summary_text
+from mapforge.run import FEATURES, INITS, METHODS, RunConfig, run, run_demo, summary_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dense", action="store_true", default=None, help="also run multi-view stereo")
     parser.add_argument("--intrinsics", help="3x3 K text file or COLMAP cameras.txt")
     parser.add_argument("--camera-model", dest="camera_model", help="camera model for unknown intrinsics")
+    parser.add_argument("--features", choices=FEATURES,
+                        help="SfM features: sift (default), xfeat, or mast3r (MASt3R matches; needs --weights)")
     parser.add_argument("--matcher", choices=("exhaustive", "sequential", "retrieval"), help="SfM pair selection")
     parser.add_argument("--max-image-size", dest="max_image_size", type=int, help="SfM feature image size")
     parser.add_argument("--minutes", type=float, help="training budget in minutes (default 5)")
