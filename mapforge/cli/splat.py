@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
     train.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
+                       help="also measure LPIPS on the test views: one combined weights file, or the AlexNet and "
+                       "the lpips linear weights files (mapforge downloads nothing)")
     train.set_defaults(func=_train)
 
     render = commands.add_parser(
@@ -77,6 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--background", type=_color, help="white, black or R,G,B (default: as trained)")
     render.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
     render.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
+                        help="also measure LPIPS: one combined weights file, or the AlexNet and linear weights files")
     render.set_defaults(func=_render)
 
 
@@ -84,7 +89,8 @@ def _quality(metrics: dict) -> str:
     if not metrics["count"]:
         return f"no {metrics['split']} views"
     psnr = "inf" if metrics["psnr"] is None else f"{metrics['psnr']:.2f} dB"
-    return f"{metrics['count']} {metrics['split']} views, PSNR {psnr}, SSIM {metrics['ssim']:.4f}"
+    lpips = f", LPIPS {metrics['lpips']:.4f}" if metrics.get("lpips") is not None else ""
+    return f"{metrics['count']} {metrics['split']} views, PSNR {psnr}, SSIM {metrics['ssim']:.4f}{lpips}"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -102,6 +108,7 @@ def _train(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         seed=args.seed,
+        lpips_weights=tuple(args.lpips_weights),
     )
     metrics = train_path(args.data, args.output, config, args.downscale, args.resume, args.init)
     print(f"trained {metrics['num_gaussians']} Gaussians in {metrics['iterations']} iterations "
@@ -113,6 +120,6 @@ def _render(args: argparse.Namespace) -> int:
     from mapforge.splat.evaluate import render_model
 
     metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.background,
-                           args.backend, args.device)
+                           args.backend, args.device, args.lpips_weights)
     print(f"rendered to {args.output}: {_quality(metrics)}")
     return 0

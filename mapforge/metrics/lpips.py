@@ -23,6 +23,7 @@ weights) was not checked; only the plumbing (layer shapes, key names, loading, m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,14 @@ class LPIPS(nn.Module):
 
     def _normalise(self, image: torch.Tensor) -> torch.Tensor:
         return (image * 2 - 1 - self.shift) / self.scale
+
+
+def load_lpips(paths: str | Path | Sequence[str | Path]) -> LPIPS:
+    """LPIPS from one combined weights file, or from two: the AlexNet weights then the lpips `alex.pth` linear
+    weights (see the module doc). Raises `InputError` for any other number of files."""
+    files = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if len(files) == 1:
+        return LPIPS.from_file(files[0])
+    if len(files) == 2:
+        return LPIPS.from_files(files[0], files[1])
+    raise InputError(f"LPIPS takes one combined weights file or two (AlexNet, linear), got {len(files)}")

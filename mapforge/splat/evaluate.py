@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from mapforge.datasets.base import Dataset
 from mapforge.io.atomic import atomic_path
 from mapforge.io.images import write_image
 from mapforge.metrics.image import psnr, ssim
+from mapforge.metrics.lpips import LPIPS, load_lpips
 from mapforge.splat.gaussians import Gaussians, load_initial
 from mapforge.splat.trainer import pinhole_views
 
@@ -35,11 +37,13 @@ def evaluate(
     background: torch.Tensor | np.ndarray | None,
     out_dir: str | Path | None = None,
     backend: str = "auto",
+    lpips: LPIPS | None = None,
 ) -> dict:
     """Render the views `indices` of `dataset` at its resolution (distorted cameras undistorted, as in training),
     compare with the images and write the renders as PNGs to `out_dir` (if given; see `output_names`).
 
-    Returns {"psnr", "ssim" (means over views), "count", "views": [{"name", "file", "psnr", "ssim"}]}.
+    Returns {"psnr", "ssim" (means over views), "count", "views": [{"name", "file", "psnr", "ssim"}]}, plus
+    "lpips" (mean, and per view) when an `LPIPS` network with weights is given.
     """
     views = pinhole_views(dataset, indices)
     files = output_names([v.name for v in views])
@@ -53,16 +57,21 @@ def evaluate(
         image = image.clamp(0.0, 1.0).cpu()
         target = torch.from_numpy(view.load_image(dataset)[..., :3].astype(np.float32))
         quality = {"psnr": float(psnr(image, target)), "ssim": float(ssim(image, target))}
+        if lpips is not None:
+            quality["lpips"] = float(lpips(image, target)[0])
         results.append({"name": view.name, "file": file, **quality})
         if out_dir is not None:
             write_image(Path(out_dir) / file, image.numpy())
     finite = [r["psnr"] for r in results if math.isfinite(r["psnr"])]
-    return {
+    metrics = {
         "psnr": float(np.mean(finite)) if finite else None,
         "ssim": float(np.mean([r["ssim"] for r in results])) if results else None,
         "count": len(results),
         "views": results,
     }
+    if lpips is not None:
+        metrics["lpips"] = float(np.mean([r["lpips"] for r in results])) if results else None
+    return metrics
 
 
 def write_json(path: str | Path, data: dict) -> Path:
@@ -128,9 +137,12 @@ def render_model(
     background: tuple[float, float, float] | None = None,
     backend: str = "auto",
     device: str | None = None,
+    lpips_weights: Sequence[str | Path] = (),
 ) -> dict:
     """Render the views of `split` of the data set `data` with the Gaussians of `model` (a training output folder,
     any 3DGS `.ply` or a `.splat`) into `out_dir` (one PNG per view, see `output_names`) and write `metrics.json` there.
+    With `lpips_weights` (one combined file, or AlexNet then linear weights; see `mapforge.metrics.lpips`) LPIPS is
+    measured too.
 
     `downscale` and `background` default to those the model was trained with (the folder's `config.json`), else
     1 and the data's background (black when it has none). Returns the metrics.
@@ -158,7 +170,9 @@ def render_model(
     if background is None:
         background = trained.get("background") or (dataset.background if dataset.background is not None else (0.0, 0.0, 0.0))
     gaussians = load_initial(ply, sh_degree=None, device=select_device(device))
-    metrics = evaluate(gaussians, dataset, dataset.subset(split), np.asarray(background, np.float32), out_dir, backend)
+    lpips = load_lpips(lpips_weights).to(gaussians.device) if lpips_weights else None
+    metrics = evaluate(gaussians, dataset, dataset.subset(split), np.asarray(background, np.float32), out_dir, backend,
+                       lpips)
     metrics.update({"split": split, "model": str(ply), "num_gaussians": len(gaussians)})
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics

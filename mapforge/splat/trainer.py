@@ -120,6 +120,8 @@ class TrainConfig:
             kernels are numba's and use every core; torch's own ops are small, and its thread pool busy-waits
             between them, competing with numba's threads (1 thread halved the step time on the 2-core machine
             with 100k Gaussians at 400x400, under load).
+        lpips_weights: LPIPS weights for the final evaluation: one combined file, or the AlexNet and the linear
+            weights files (see `mapforge.metrics.lpips`); empty (default) measures PSNR and SSIM only.
     """
 
     iterations: int = 30000
@@ -159,6 +161,7 @@ class TrainConfig:
     test_pose_iterations: int = 200
     lr_test_poses: float = 1e-2
     cpu_torch_threads: int = 1
+    lpips_weights: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.densify, dict):
@@ -699,6 +702,7 @@ class Trainer:
         """Export the model and evaluate it on `split`: renders in `out_dir/renders/<split>/`, `out_dir/metrics.json`.
         With `optimize_poses`, evaluation uses the refined poses (held-out views aligned first) and they are
         written to `out_dir/sparse/0`. Returns the metrics."""
+        from mapforge.metrics.lpips import load_lpips
         from mapforge.splat.evaluate import evaluate, write_json
 
         self.export(extra)
@@ -709,8 +713,9 @@ class Trainer:
             pose_info = {"pose_refinement": _pose_changes(self.dataset.cam_from_world, poses, self.views,
                                                           self.config.test_pose_iterations),
                          "refined_model": str(self.write_poses(poses))}
+        lpips = load_lpips(self.config.lpips_weights).to(self.device) if self.config.lpips_weights else None
         metrics = evaluate(self.gaussians, dataset, self.dataset.subset(split), self.background,
-                           self.out_dir / "renders" / split, backend=self.config.backend)
+                           self.out_dir / "renders" / split, backend=self.config.backend, lpips=lpips)
         metrics.update(pose_info)
         metrics.update({
             "split": split,

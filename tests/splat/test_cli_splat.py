@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 import mapforge.cli as cli
+from mapforge.metrics.lpips import LPIPS
 from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
 
 
@@ -34,6 +36,19 @@ def test_train_then_render(data, tmp_path, capsys) -> None:
     metrics = json.loads((renders / "metrics.json").read_text())
     reference = json.loads((out / "metrics.json").read_text())
     assert metrics["count"] == 1 and metrics["psnr"] == pytest.approx(reference["psnr"], abs=1e-4)
+    assert "lpips" not in metrics
+
+    # LPIPS with user-supplied weights (random ones here: only the plumbing is checked).
+    lpips = LPIPS()
+    lpips.load_weights(lpips.state_dict())
+    lpips.save(tmp_path / "lpips.safetensors")
+    code = cli.main(["splat", "render", str(out), "--data", str(data), "-o", str(tmp_path / "with_lpips"),
+                     "--lpips-weights", str(tmp_path / "lpips.safetensors")])
+    assert code == 0 and "LPIPS" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "with_lpips" / "metrics.json").read_text())
+    assert math.isfinite(metrics["lpips"]) and metrics["views"][0]["lpips"] == pytest.approx(metrics["lpips"])
+    assert cli.main(["splat", "render", str(out), "--data", str(data), "-o", str(tmp_path / "bad"),
+                     "--lpips-weights", str(tmp_path / "missing.pth")]) == 2
 
     # Resuming a finished run trains no further and re-exports.
     assert cli.main(["splat", "train", str(data), "-o", str(out), "--iterations", "40", "--sh-degree", "1", "--resume"]) == 0
