@@ -4,7 +4,9 @@ Trains with the default `TrainConfig` under a wall-clock budget (`--minutes`, de
 >= 33 dB PSNR on the 200 test views after 30 minutes on a 2-core CPU), measures test PSNR on a fixed subset of test
 views every `--eval-every` minutes (outside the training clock) for a PSNR-vs-time curve, then evaluates all test
 views (or `--test-views`), and times the rasterizer's backends on the final Gaussians. Writes
-benchmarks/results/splat.json (and the usual training outputs to `--out`, a temporary folder by default).
+benchmarks/results/splat.json (and the usual training outputs to `--out`, a temporary folder by default). With
+`--data` pointing elsewhere (e.g. ../shared/data/llff_fern, whose every 8th view is the test split) the result goes
+to benchmarks/results/splat_<data folder name>.json.
 
     nice -n 10 .venv/bin/python benchmarks/splat.py [--minutes 30] [--test-views 200] [--out DIR]
 """
@@ -135,11 +137,12 @@ def main() -> None:
                     "torch": torch.__version__, "load_average": os.getloadavg()},
         "output": str(out),
     }
-    path = REPO / "benchmarks" / "results" / "splat.json"
+    name = "splat.json" if args.data.resolve() == DATA.resolve() else f"splat_{args.data.name}.json"
+    path = REPO / "benchmarks" / "results" / name
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     psnr = "n/a" if metrics["psnr"] is None or not math.isfinite(metrics["psnr"]) else f"{metrics['psnr']:.2f}"
-    print(f"lego: {psnr} dB PSNR, SSIM {metrics['ssim']:.4f} on {len(final)} test views after "
+    print(f"{args.data.name}: {psnr} dB PSNR, SSIM {metrics['ssim']:.4f} on {len(final)} test views after "
           f"{trainer.elapsed / 60:.1f} min, {trainer.step} iterations, {len(trainer.gaussians)} Gaussians; wrote {path}")
 
 
