@@ -1,8 +1,12 @@
-"""One interface for running per-image and per-pair work, so a distributed backend can replace local processes.
+"""One interface for running per-image and per-pair work, so a distributed backend can replace local workers.
 
 An `Executor` maps a picklable top-level function over picklable items and returns the results in input order.
-`LocalExecutor` uses a process pool (or runs inline with one worker). Each worker limits OpenCV and torch to one
-thread: with W workers on W cores, per-process thread pools would otherwise oversubscribe the CPU many times over.
+`LocalExecutor` runs the items on threads of this process by default: SfM's per-item work spends its time in
+OpenCV (image decoding, SIFT), torch (descriptor matching) and PoseLib (RANSAC), which all release the GIL, so
+threads run in parallel without the seconds a process pool needs to start (importing torch, OpenCV and PoseLib in
+every worker) and without pickling images and descriptors. `processes=True` gives a process pool instead, for
+functions that hold the GIL. Either way each worker limits OpenCV and torch to one thread: with W workers on W
+cores, per-worker thread pools would otherwise oversubscribe the CPU many times over.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import weakref
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 from tqdm import tqdm
@@ -41,6 +46,22 @@ def _limit_threads() -> None:
     torch.set_num_threads(1)
 
 
+@contextmanager
+def _single_threaded_libraries() -> Iterator[None]:
+    """OpenCV and torch on one thread each inside the block (the worker threads are the parallelism), restored after."""
+    import cv2
+    import torch
+
+    cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(cv_threads)
+        torch.set_num_threads(torch_threads)
+
+
 def default_workers() -> int:
     """The number of CPU cores this process may use."""
     try:
@@ -50,18 +71,20 @@ def default_workers() -> int:
 
 
 class LocalExecutor:
-    """A process pool on this machine. `workers=None` uses every core; `workers <= 1` runs inline (no processes).
+    """Workers on this machine: `workers=None` uses every core; `workers <= 1` runs inline (no threads, no processes).
 
-    The pool starts at the first `map` with more than one item and is reused until `close()` (or the end of a
-    `with` block, or garbage collection), so create one executor per run and pass it to every stage.
-    Workers are forked from a clean "forkserver" process (on platforms without it, spawned): forking a parent whose
-    torch/OpenMP thread pools already run can deadlock the child. As with any process pool, a script that uses it
-    must guard its entry point with `if __name__ == "__main__":`.
+    Threads by default (see the module docstring). With `processes=True` the pool starts at the first `map` with
+    more than one item and is reused until `close()` (or the end of a `with` block, or garbage collection), so
+    create one executor per run and pass it to every stage. Workers are forked from a clean "forkserver" process
+    (on platforms without it, spawned): forking a parent whose torch/OpenMP thread pools already run can deadlock
+    the child. As with any process pool, a script that uses it must guard its entry point with
+    `if __name__ == "__main__":`.
     """
 
-    def __init__(self, workers: int | None = None, progress: bool = True) -> None:
+    def __init__(self, workers: int | None = None, progress: bool = True, processes: bool = False) -> None:
         self.workers = default_workers() if workers is None else max(1, int(workers))
         self.progress = progress
+        self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
@@ -77,23 +100,17 @@ class LocalExecutor:
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], desc: str | None = None) -> list[R]:
         items = list(items)
-        results = []
         with tqdm(total=len(items), desc=desc, disable=not self.progress or not items, leave=False) as bar:
             if self.workers <= 1 or len(items) <= 1:
+                results = []
                 for item in items:
                     results.append(fn(item))
                     bar.update()
                 return results
-            futures = [self._get_pool().submit(fn, item) for item in items]
-            try:
-                for future in futures:
-                    results.append(future.result())
-                    bar.update()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        return results
+            if self.processes:
+                return _collect([self._get_pool().submit(fn, item) for item in items], bar)
+            with _single_threaded_libraries(), ThreadPoolExecutor(self.workers) as pool:
+                return _collect([pool.submit(fn, item) for item in items], bar)
 
     def close(self) -> None:
         """Stop the worker processes (a later `map` starts new ones)."""
@@ -106,3 +123,17 @@ class LocalExecutor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _collect(futures: list[Future], bar: tqdm) -> list:
+    """The futures' results in order; on the first error the rest are cancelled and the error raised."""
+    results = []
+    try:
+        for future in futures:
+            results.append(future.result())
+            bar.update()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return results

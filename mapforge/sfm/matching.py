@@ -9,7 +9,8 @@ degrees median rotation error (benchmarks/features.py).
 
 Descriptors have unit L2 norm (RootSIFT), so squared Euclidean distances follow from dot products,
 `|a - b|^2 = 2 - 2 a.b`, and one matrix product per chunk of rows finds every nearest neighbour. Memory stays
-bounded on large images by splitting the first image's descriptors into row chunks.
+bounded on large images by splitting the first image's descriptors into row chunks. On the CPU the candidates of
+each row are picked and re-scored by one compiled (numba) pass over the chunk's similarities.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from numba import njit
 
 from mapforge.errors import InputError
 from mapforge.sfm.executor import Executor, LocalExecutor
@@ -99,6 +101,60 @@ def _search_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+# The integer views of float similarities: same width, and the mask that makes their order the floats' order.
+_ORDER_KEYS = {torch.bfloat16: (torch.int16, 0x7FFF), torch.float32: (torch.int32, 0x7FFFFFFF)}
+
+
+@njit(cache=True, nogil=True)  # runs on the executor's worker threads
+def _rescored_top2(
+    bits: np.ndarray, mask: int, k: int, a: np.ndarray, b: np.ndarray, best: np.ndarray, second: np.ndarray,
+    nearest: np.ndarray,
+) -> None:  # fmt: skip
+    """For each row r of the search similarities (`bits [N, M]`: their bit patterns as integers of the same width),
+    take the k largest as candidates, re-score them exactly as float32 dot products of `a[r]` with the candidate rows
+    of `b`, and write the best and second-best score and the best candidate's index into `best`, `second`,
+    `nearest` (each `[N]`; `second` is left alone when k = 1).
+
+    Floats are sign and magnitude, so flipping the magnitude bits of the negative ones (`mask`) orders the integers
+    as the floats. One pass per row keeps a sorted list of the k best (ties: lower index first, which also wins
+    ties of the exact scores): with the re-scoring fused in, about twice as fast as torch's `topk`, `bmm` and sort,
+    which together took as long as the matrix product itself.
+    """
+    n, m = bits.shape
+    keys = np.empty(k, dtype=np.int64)
+    candidates = np.empty(k, dtype=np.int64)
+    for r in range(n):
+        count = 0
+        for c in range(m):
+            key = np.int64(bits[r, c])
+            if key < 0:
+                key ^= mask
+            if count == k and key <= keys[k - 1]:
+                continue
+            pos = count if count < k else k - 1
+            while pos > 0 and keys[pos - 1] < key:
+                keys[pos] = keys[pos - 1]
+                candidates[pos] = candidates[pos - 1]
+                pos -= 1
+            keys[pos] = key
+            candidates[pos] = c
+            count = min(count + 1, k)
+        top, runner_up, index = -np.inf, -np.inf, 0
+        for j in range(k):
+            score = 0.0
+            for d in range(a.shape[1]):
+                score += np.float64(a[r, d]) * np.float64(b[candidates[j], d])
+            score = np.float32(score)
+            if score > top:
+                top, runner_up, index = score, top, candidates[j]
+            elif score > runner_up:
+                runner_up = score
+        best[r] = top
+        nearest[r] = index
+        if k > 1:
+            second[r] = runner_up
+
+
 def _nearest(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every row of `a [N1, D]`: the largest and second-largest float32 similarity to rows of `b [N2, D]`
     (second is -inf when N2 = 1) and the index of the most similar row, each `[N1]`."""
@@ -110,10 +166,19 @@ def _nearest(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> tuple[torc
     best = torch.empty(n1, device=a.device)
     second = torch.full((n1,), -torch.inf, device=a.device)
     nearest = torch.empty(n1, dtype=torch.int64, device=a.device)
+    on_cpu = a.device.type == "cpu" and dtype in _ORDER_KEYS
     rows = max(1, _CHUNK_ELEMENTS // n2)
     for start in range(0, n1, rows):
         stop = min(n1, start + rows)
-        candidates = (a_search[start:stop] @ b_search.T).topk(num_candidates, dim=1).indices
+        similarity = a_search[start:stop] @ b_search.T
+        if on_cpu:
+            int_type, mask = _ORDER_KEYS[dtype]
+            _rescored_top2(
+                similarity.view(int_type).numpy(), mask, num_candidates, a[start:stop].numpy(), b.numpy(),
+                best[start:stop].numpy(), second[start:stop].numpy(), nearest[start:stop].numpy(),
+            )  # fmt: skip
+            continue
+        candidates = similarity.topk(num_candidates, dim=1).indices
         exact = torch.bmm(b[candidates], a[start:stop, :, None])[:, :, 0]
         exact, order = exact.sort(dim=1, descending=True, stable=True)
         best[start:stop] = exact[:, 0]

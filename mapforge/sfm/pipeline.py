@@ -52,7 +52,7 @@ class SfMConfig:
         camera_model: model for unknown intrinsics (default SIMPLE_RADIAL, like COLMAP); with known intrinsics the
             file's model is used. Set e.g. "OPENCV" to refine more distortion terms.
         refine_known_intrinsics: refine focal lengths and distortion of known intrinsics too (default: keep them).
-        workers: processes for extraction and verification (None: every core).
+        workers: worker threads for extraction, matching and verification (None: every core).
         database: a COLMAP database (`database.db`) whose keypoints and raw matches replace feature extraction and
             matching. Its images are found in the image folder by name; cameras still come from `intrinsics`, the
             folder, EXIF or the prior, as without it.
@@ -135,10 +135,12 @@ def extract(images: ImageSet, config: SfMConfig, cache_dir: Path | None, executo
     return extract_features(images.paths, config.features, cache_dir=cache_dir, executor=executor)
 
 
-def match(features: list[Features], config: SfMConfig) -> dict[tuple[int, int], np.ndarray]:
+def match(
+    features: list[Features], config: SfMConfig, executor: LocalExecutor | None = None
+) -> dict[tuple[int, int], np.ndarray]:
     m = config.matching
     pairs = select_pairs(features, m.pairs, m.overlap, m.num_neighbors, m.loop_closure)
-    return match_pairs(features, pairs, m)
+    return match_pairs(features, pairs, m, executor)
 
 
 def _features_task(task: tuple[Path, np.ndarray]) -> Features:
@@ -247,7 +249,7 @@ def run_sfm(image_dir: str | Path, out_dir: str | Path, config: SfMConfig | None
         features, matches = timed("import", import_database, images, config.database, executor)
     else:
         features = timed("extract", extract, images, config, out_dir / "cache" / "features", executor)
-        matches = timed("match", match, features, config)
+        matches = timed("match", match, features, config, executor)
     geometries = timed("verify", verify, features, matches, images, config, executor)
     num_verified = sum(1 for g in geometries.values() if g.num_inliers >= config.mapper.min_num_matches)
     if num_verified == 0:

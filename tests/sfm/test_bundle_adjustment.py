@@ -10,6 +10,7 @@ from mapforge.geometry.alignment import umeyama
 from mapforge.geometry.rotations import axis_angle_to_matrix, rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
+from mapforge.sfm.ba_kernels import normal_equations, point_steps, reduced_camera_system
 from mapforge.sfm.bundle_adjustment import BundleAdjustmentConfig, _Problem, bundle_adjust, refined_param_indices
 
 
@@ -45,6 +46,21 @@ def _perturb(rec: Reconstruction, rng: np.random.Generator, noise_px: float = 0.
         point.xyz = point.xyz + rng.normal(0, 0.03, 3)
 
 
+def _dense_jacobian(problem: _Problem, j_cs: np.ndarray, cols: np.ndarray, j_pt: np.ndarray) -> np.ndarray:
+    """The `[2 n_obs, n_free]` Jacobian assembled from the per-observation blocks of `_Problem.linearize`."""
+    num_obs = len(j_cs)
+    dense = np.zeros((2 * num_obs, problem.num_camera_side + 3 * len(problem.point_ids)))
+    rows = np.arange(num_obs)
+    for k in range(cols.shape[1]):
+        for r in range(2):
+            sel = cols[:, k] >= 0
+            dense[2 * rows[sel] + r, cols[sel, k]] += j_cs[sel, r, k]
+    for r in range(2):
+        for c in range(3):
+            dense[2 * rows + r, problem.num_camera_side + 3 * problem.obs_pt + c] = j_pt[:, r, c]
+    return dense
+
+
 @pytest.mark.parametrize(
     "model, params",
     [
@@ -60,15 +76,7 @@ def test_analytic_jacobian_matches_finite_differences(model, params):
     problem = _Problem(rec, sorted(rec.images), sorted(rec.points3D), set(), {1: refined_param_indices(model, config)}, (1, 2))
     x = problem.full0[problem.free] + np.random.default_rng(1).normal(0, 1e-3, problem.free.sum())
     res, j_cs, cols, j_pt = problem.linearize(x)
-    dense = np.zeros((res.size, x.size))
-    rows = np.arange(len(res))
-    for k in range(cols.shape[1]):
-        for r in range(2):
-            sel = cols[:, k] >= 0
-            dense[2 * rows[sel] + r, cols[sel, k]] += j_cs[sel, r, k]
-    for r in range(2):
-        for c in range(3):
-            dense[2 * rows + r, problem.num_camera_side + 3 * problem.obs_pt + c] = j_pt[:, r, c]
+    dense = _dense_jacobian(problem, j_cs, cols, j_pt)
     numeric = np.zeros_like(dense)
     for k in range(x.size):
         h = 1e-6 * max(1.0, abs(x[k]))
@@ -77,6 +85,34 @@ def test_analytic_jacobian_matches_finite_differences(model, params):
         minus[k] -= h
         numeric[:, k] = (problem.residuals(plus) - problem.residuals(minus)).reshape(-1) / (2 * h)
     assert np.abs(dense - numeric).max() < 1e-5 * np.abs(numeric).max()
+
+
+def test_schur_step_equals_dense_damped_step(rng):
+    # Tracks of 2 to 4 images, one held image, free focal length and distortion: every kind of column.
+    camera = Camera("SIMPLE_RADIAL", 640, 480, [500.0, 320.0, 240.0, 0.05])
+    rec = _scene(camera, num_images=5, num_points=40)
+    _perturb(rec, rng)
+    for point_id, point in rec.points3D.items():
+        point.track = point.track[point_id % 2 : point_id % 2 + 2 + point_id % 3]
+    config = BundleAdjustmentConfig()
+    refined = {1: refined_param_indices("SIMPLE_RADIAL", config)}
+    problem = _Problem(rec, sorted(rec.images), sorted(rec.points3D), {5}, refined, (1, 2))
+    res, j_cs, cols, j_pt = problem.linearize(problem.full0[problem.free])
+    weight = rng.uniform(0.2, 1.0, len(res))
+    num_c, num_points, lam = problem.num_camera_side, len(problem.point_ids), 1e-2
+
+    jac = _dense_jacobian(problem, j_cs, cols, j_pt)
+    hessian = jac.T @ (np.repeat(weight, 2)[:, None] * jac)
+    damped = hessian + lam * np.diag(np.diag(hessian)) + 1e-12 * np.eye(len(hessian))
+    expected = np.linalg.solve(damped, -jac.T @ (np.repeat(weight, 2) * res.reshape(-1)))
+
+    u, g_c, v, g_p, w_obs = normal_equations(res, j_cs, cols, j_pt, weight, problem.obs_pt, num_c, num_points)
+    point_starts = np.searchsorted(problem.obs_pt, np.arange(num_points + 1))
+    schur, rhs, v_inv = reduced_camera_system(u, g_c, v, g_p, w_obs, cols, point_starts, lam)
+    dc = np.linalg.solve(schur, rhs)
+    dp = point_steps(dc, g_p, w_obs, cols, problem.obs_pt, v_inv)
+    step = np.concatenate([dc, dp.reshape(-1)])
+    np.testing.assert_allclose(step, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
 
 
 def test_recovers_poses_points_and_focal(rng):

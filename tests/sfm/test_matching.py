@@ -77,6 +77,19 @@ def test_float32_search_path_equals_brute_force(rng, monkeypatch):
     assert {tuple(m) for m in match_descriptors(d1, d2, ratio=0.95)} == _reference(d1, d2, 0.95, True)
 
 
+@pytest.mark.parametrize("search_dtype", [torch.bfloat16, torch.float32])
+def test_negative_similarities_equal_brute_force(rng, monkeypatch, search_dtype):
+    # Signed descriptors (XFeat) give negative similarities, whose bit patterns order in reverse as integers.
+    from mapforge.sfm import matching
+
+    monkeypatch.setattr(matching, "_search_dtype", lambda device: search_dtype)
+    d1, d2 = _unit(rng.random((120, 64)) ** 2), -_unit(rng.random((150, 64)) ** 2)  # every similarity < 0
+    for ratio in (0.99, 1.0):
+        assert {tuple(m) for m in match_descriptors(d1, d2, ratio=ratio)} == _reference(d1, d2, ratio, True)
+    mixed = _unit(rng.standard_normal((150, 64)))
+    assert {tuple(m) for m in match_descriptors(d1, mixed, ratio=1.0)} == _reference(d1, mixed, 1.0, True)
+
+
 def test_empty_and_tiny_inputs():
     d = _unit(np.ones((3, 128)))
     assert match_descriptors(d[:0], d).shape == (0, 2)

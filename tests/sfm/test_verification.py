@@ -10,7 +10,7 @@ from mapforge.geometry.rotations import axis_angle_to_matrix, rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
 from mapforge.scene import Camera
 from mapforge.sfm.matching import MatchingConfig, match_pairs
-from mapforge.sfm.verification import VerificationConfig, verify_pair, verify_pairs
+from mapforge.sfm.verification import VerificationConfig, iteration_cap, verify_pair, verify_pairs
 from tests.conftest import shared_dataset
 
 CAMERA = Camera("OPENCV", 800, 600, [700.0, 710.0, 400.5, 300.5, -0.08, 0.02, 0.001, -0.0005])
@@ -50,6 +50,21 @@ def test_calibrated_pair_recovers_relative_pose(rng):
     assert geometry.F is not None and geometry.H is not None
 
 
+@pytest.mark.parametrize("outliers", [0.3, 0.0])
+def test_fundamental_matrix_fits_undistorted_pixels(rng, outliers):
+    # With 30% outliers F is searched for; without any, E keeps every match and F is derived from it.
+    points = np.concatenate([rng.uniform(-3, 3, (400, 2)), rng.uniform(4, 9, (400, 1))], axis=1)
+    p1, p2, matches, good = _correspondences(rng, points, outliers=outliers)
+    geometry = verify_pair(p1, p2, matches, CAMERA, CAMERA)
+    assert geometry.config == "calibrated"
+    u1 = CAMERA.unproject(p1[good]) @ CAMERA.K.T
+    u2 = CAMERA.unproject(p2[good]) @ CAMERA.K.T
+    F = geometry.F / np.linalg.norm(geometry.F)
+    lines = u1 @ F.T  # epipolar lines in image 2
+    distance = np.abs(np.einsum("ni,ni->n", u2, lines)) / np.linalg.norm(lines[:, :2], axis=1)
+    assert np.median(distance) < 0.5
+
+
 def test_planar_scene_is_flagged(rng):
     xy = rng.uniform(-3, 3, (800, 2))
     points = np.concatenate([xy, 6.0 + 0.3 * xy[:, :1]], axis=1)  # one tilted plane
@@ -85,6 +100,23 @@ def test_random_matches_are_degenerate(rng):
     matches = np.stack([np.arange(200)] * 2, axis=1)
     geometry = verify_pair(p1, p2, matches, CAMERA, CAMERA, VerificationConfig(max_error=1.0))
     assert geometry.config == "degenerate"
+
+
+def test_iteration_cap_only_cuts_hopeless_searches(rng):
+    config = VerificationConfig()
+    caps = [iteration_cap(m, 5, config) for m in (10, 15, 30, 60, 200, 5000)]
+    assert caps[0] == caps[1] == config.min_iterations  # every match must be an inlier: the minimum suffices
+    # at least min_num_inliers / M inliers: 1 - (1 - (1/2)^5)^cap >= confidence
+    assert 1 - (1 - 0.5**5) ** caps[2] >= config.confidence > 1 - (1 - 0.5**5) ** (caps[2] - 1)
+    assert caps == sorted(caps) and caps[-1] == config.max_iterations
+    # A pair with barely more than min_num_inliers true matches among outliers still verifies under the cap.
+    points = np.concatenate([rng.uniform(-3, 3, (200, 2)), rng.uniform(4, 9, (200, 1))], axis=1)
+    p1, p2, matches, good = _correspondences(rng, points, outliers=0.0)
+    keep = np.concatenate([np.flatnonzero(good)[:20], np.arange(len(p1))[-12:]])
+    p2 = p2.copy()
+    p2[keep[20:]] = rng.random((12, 2)) * [800, 600]
+    geometry = verify_pair(p1, p2, matches[keep], CAMERA, CAMERA)
+    assert geometry.config == "calibrated" and 18 <= geometry.num_inliers <= 21
 
 
 def test_temple_pair_matches_ground_truth():
