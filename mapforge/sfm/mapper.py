@@ -9,6 +9,10 @@
    Whenever the model has grown by `ba_global_images_ratio` (or points by `ba_global_points_ratio`), run a global
    bundle adjustment (refining intrinsics), filter, complete tracks and re-triangulate. Images that failed are retried
    up to `max_reg_trials` times as the model grows.
+   When no image registers by PnP any more, an image that sees a few triangulated points but has many verified
+   matches with a registered image is registered from their relative pose, scaled by the points it sees: on sparse
+   captures (a ring of views 20-30 degrees apart) neighbours share many matches but few three-view tracks, and
+   COLMAP stops there. Its matches with the registered images then triangulate, and PnP takes over again.
 4. When no image registers any more, images left over start a new model (disconnected parts are kept separately).
 """
 
@@ -26,7 +30,13 @@ from mapforge.geometry.transforms import Rigid3
 from mapforge.geometry.triangulation import camera_centers, triangulate_points, triangulation_angles
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
 from mapforge.sfm.bundle_adjustment import BundleAdjustmentConfig, bundle_adjust, same_group_pairs
-from mapforge.sfm.registration import AbsolutePoseConfig, estimate_absolute_pose, estimate_relative_pose, mean_focal
+from mapforge.sfm.registration import (
+    AbsolutePoseConfig,
+    estimate_absolute_pose,
+    estimate_pose_from_relative,
+    estimate_relative_pose,
+    mean_focal,
+)
 from mapforge.sfm.tracks import Tracks, build_tracks
 
 log = logging.getLogger(__name__)
@@ -63,6 +73,11 @@ class MapperConfig:
       the model has this many images (two views constrain the focal length poorly).
     - `ba_loss` ("soft_l1"), `ba_loss_scale` (1 px): robust loss of bundle adjustment.
     - `max_reg_trials` (3): registration attempts per image.
+    - `relative_registration` (True, ours): when PnP registers no image, register one from its relative pose to a
+      registered image (see the module doc), trying the `relative_num_neighbours` (3) registered images it has the
+      most verified matches with. The relative pose needs `abs_pose_min_num_inliers` inlier matches (within
+      `init_max_error`); its scale at least `relative_min_num_points` (8) and `abs_pose_min_inlier_ratio` of the
+      image's 2D-3D correspondences within `tri_max_error`, the limit for joining a track.
     - `multiple_models` (True): start new models from images left over; `min_model_size` (10, scaled down to
       0.8 x number of images like COLMAP): smaller extra models are dropped (the first model is always kept).
     - `seed` (0): RANSAC seeds.
@@ -92,6 +107,9 @@ class MapperConfig:
     ba_loss: str = "soft_l1"
     ba_loss_scale: float = 1.0
     max_reg_trials: int = 3
+    relative_registration: bool = True
+    relative_min_num_points: int = 8
+    relative_num_neighbours: int = 3
     multiple_models: bool = True
     min_model_size: int = 10
     seed: int = 0
@@ -199,14 +217,16 @@ class IncrementalMapper:
         retried = False
         while True:
             registered = self._register_next(model, used)
-            if registered is None:
-                if retried:
-                    break
+            if registered is None and not retried:
                 # Global refinement and re-triangulation may have added points: give failed images another chance.
                 self._global_refinement(model)
                 self.trials[:] = 0
                 retried = True
                 continue
+            if registered is None and self.config.relative_registration:
+                registered = self._register_next_relative(model, used)
+            if registered is None:
+                break
             retried = False
             progress.update(1)
             num_images, num_points = len(model.order), len(model.rec.points3D)
@@ -312,12 +332,73 @@ class IncrementalMapper:
             self.trials[image] += 1
         return None
 
-    def _register(self, model: _Model, image: int) -> bool:
+    def _register_next_relative(self, model: _Model, used: np.ndarray) -> int | None:
+        """Register the first image, by most 2D-3D correspondences plus matches with one registered image, that
+        `_register_relative` accepts."""
         cfg = self.config
+        candidates = []
+        for image in range(self.num_images):
+            if image + 1 in model.rec.images or used[image]:
+                continue
+            keypoints, _ = self._correspondences_2d3d(model, image)
+            neighbours = self._registered_neighbours(model, image)
+            if len(keypoints) >= cfg.relative_min_num_points and neighbours:
+                candidates.append((len(keypoints) + neighbours[0][1], image))
+        for _, image in sorted(candidates, key=lambda c: (-c[0], c[1])):
+            if self._register_relative(model, image):
+                return image
+        return None
+
+    def _registered_neighbours(self, model: _Model, image: int) -> list[tuple[int, int]]:
+        """(registered image, verified matches) with at least `abs_pose_min_num_inliers` matches, most first."""
+        out = []
+        for other in model.order:
+            pair = (min(image, other), max(image, other))
+            if pair in self.geometries and len(self.geometries[pair].matches) >= self.config.abs_pose_min_num_inliers:
+                out.append((other, len(self.geometries[pair].matches)))
+        return sorted(out, key=lambda n: (-n[1], n[0]))
+
+    def _register_relative(self, model: _Model, image: int) -> bool:
+        """Pose from the relative pose to each well-matched registered image, scaled by the 2D-3D correspondences;
+        the one with the most inliers is kept if it has enough."""
+        cfg = self.config
+        keypoints, point_ids = self._correspondences_2d3d(model, image)
+        xyz = np.stack([model.rec.points3D[int(p)].xyz for p in point_ids])
+        pixels = self.features[image].keypoints
+        best = None
+        for other, _ in self._registered_neighbours(model, image)[: cfg.relative_num_neighbours]:
+            pair = (min(image, other), max(image, other))
+            matches = np.asarray(self.geometries[pair].matches, dtype=np.int64).reshape(-1, 2)
+            ours, theirs = (matches[:, 0], matches[:, 1]) if pair[0] == image else (matches[:, 1], matches[:, 0])
+            relative = estimate_relative_pose(self.features[other].keypoints[theirs], pixels[ours], self._camera(other),
+                                              self._camera(image), cfg.init_max_error, cfg.seed)  # fmt: skip
+            if relative is None or relative[1].sum() < cfg.abs_pose_min_num_inliers:
+                continue
+            neighbour_from_world = model.rec.images[other + 1].cam_from_world
+            pose = estimate_pose_from_relative(pixels[keypoints], xyz, self._camera(image), neighbour_from_world,
+                                               relative[0], cfg.tri_max_error)  # fmt: skip
+            if pose is not None and (best is None or pose.num_inliers > best[0].num_inliers):
+                best = (pose, other, int(relative[1].sum()))
+        if best is None:
+            return False
+        pose, other, num_matches = best
+        if pose.num_inliers < max(cfg.relative_min_num_points, cfg.abs_pose_min_inlier_ratio * len(keypoints)):
+            return False
+        log.info("%s registered from its relative pose to %s (%d inlier matches), scaled by %d of %d points",
+                 self.names[image], self.names[other], num_matches, pose.num_inliers, len(keypoints))  # fmt: skip
+        self._add_registered(model, image, pose.cam_from_world, keypoints[pose.inliers], point_ids[pose.inliers])
+        return True
+
+    def _correspondences_2d3d(self, model: _Model, image: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints `[K]` of `image` whose tracks have a 3D point in the model, and those points' ids `[K]`."""
         track_of = self.tracks.track_of[image]
         keypoints = np.flatnonzero(track_of >= 0)
         keypoints = keypoints[model.track_point[track_of[keypoints]] >= 0]
-        point_ids = model.track_point[track_of[keypoints]]
+        return keypoints, model.track_point[track_of[keypoints]]
+
+    def _register(self, model: _Model, image: int) -> bool:
+        cfg = self.config
+        keypoints, point_ids = self._correspondences_2d3d(model, image)
         xyz = np.stack([model.rec.points3D[int(p)].xyz for p in point_ids])
         pose_config = AbsolutePoseConfig(
             cfg.abs_pose_max_error, cfg.abs_pose_min_num_inliers, cfg.abs_pose_min_inlier_ratio, seed=cfg.seed
@@ -325,14 +406,20 @@ class IncrementalMapper:
         pose = estimate_absolute_pose(self.features[image].keypoints[keypoints], xyz, self._camera(image), pose_config)
         if pose is None:
             return False
-        self._add_image(model, image, pose.cam_from_world)
+        self._add_registered(model, image, pose.cam_from_world, keypoints[pose.inliers], point_ids[pose.inliers])
+        return True
+
+    def _add_registered(
+        self, model: _Model, image: int, cam_from_world: Rigid3, keypoints: np.ndarray, point_ids: np.ndarray
+    ) -> None:
+        """Add a newly posed image with its inlier 2D-3D correspondences, extend and triangulate its tracks, refine."""
+        self._add_image(model, image, cam_from_world)
         image_id = image + 1
-        for keypoint, point_id in zip(keypoints[pose.inliers], point_ids[pose.inliers]):
+        for keypoint, point_id in zip(keypoints, point_ids):
             self._add_observation(model, int(point_id), image_id, int(keypoint))
         self._continue_tracks(model, image)
         self._triangulate(model, [image])
         self._local_refinement(model, image)
-        return True
 
     # ------------------------------------------------------------------------------------------------------------
     # Triangulation

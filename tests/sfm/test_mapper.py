@@ -12,7 +12,7 @@ from mapforge.geometry.transforms import Rigid3
 from mapforge.metrics.pose import evaluate_poses
 from mapforge.scene import Camera
 from mapforge.sfm.mapper import MapperConfig, incremental_mapping
-from mapforge.sfm.registration import estimate_absolute_pose
+from mapforge.sfm.registration import estimate_absolute_pose, estimate_pose_from_relative, estimate_relative_pose
 
 
 @dataclass
@@ -90,6 +90,46 @@ def synthetic_views(
     return features, geometries, [camera] * total, names, poses
 
 
+def sparse_ring_views(num_images: int = 8, step_deg: float = 25.0, pair_points: int = 150, triple_points: int = 15,
+                      seed: int = 0):  # fmt: skip
+    """Cameras `step_deg` apart on a ring around the origin, like a sparse turntable capture: each neighbouring pair
+    shares `pair_points` points that no third view sees, each three consecutive views share `triple_points`. An
+    image therefore sees at most 2 x `triple_points` triangulated points when it is next in line, fewer than
+    PnP's 30-inlier minimum, but has many matches with its registered neighbour."""
+    rng = np.random.default_rng(seed)
+    camera = Camera("PINHOLE", 640, 480, [520.0, 520.0, 320.0, 240.0])
+    poses = []
+    for k in range(num_images):
+        angle = np.radians(step_deg * k)
+        center = np.array([6 * np.cos(angle), 6 * np.sin(angle), 1.0 + 0.3 * np.sin(2 * angle)])
+        poses.append(_look_at(center, np.array([0.0, 0.0, 0.3])))
+    groups = [(k, k + 1) for k in range(num_images - 1)] + [(k, k + 1, k + 2) for k in range(num_images - 2)]
+    observations: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(num_images)]  # (point id, pixel)
+    next_id = 0
+    for group in groups:
+        count = pair_points if len(group) == 2 else triple_points
+        points = rng.uniform([-1.2, -1.2, -0.5], [1.2, 1.2, 1.2], (count, 3))
+        for k in group:
+            pixels = camera.project(poses[k].apply(points)) + rng.normal(0, 0.5, (count, 2))
+            observations[k].extend((next_id + n, pixels[n]) for n in range(count))
+        next_id += count
+    features, point_of = [], []
+    for k in range(num_images):
+        order = rng.permutation(len(observations[k]))
+        ids = np.array([observations[k][n][0] for n in order])
+        keypoints = np.stack([observations[k][n][1] for n in order])
+        features.append(_Features(keypoints, rng.integers(0, 256, (len(keypoints), 3), dtype=np.uint8)))
+        point_of.append(ids)
+    geometries = {}
+    for i in range(num_images):
+        for j in range(i + 1, num_images):
+            _, a, b = np.intersect1d(point_of[i], point_of[j], return_indices=True)
+            if len(a) >= 15:
+                geometries[(i, j)] = _Geometry(np.stack([a, b], 1))
+    names = [f"{k:03d}.png" for k in range(num_images)]
+    return features, geometries, [camera] * num_images, names, poses
+
+
 def _check_poses(rec, names, poses, max_rot_deg=0.1):
     est = {img.name: img.cam_from_world for img in rec.images.values()}
     gt = {n: p for n, p in zip(names, poses) if n in est}
@@ -118,6 +158,32 @@ def test_pnp_rejects_too_few_points(rng):
     camera = Camera("PINHOLE", 640, 480, [500.0, 500.0, 320.0, 240.0])
     points = rng.uniform(-1, 1, (10, 3)) + [0, 0, 5]
     assert estimate_absolute_pose(camera.project(points), points, camera) is None
+
+
+def test_pose_from_relative_pose_and_few_points(rng):
+    camera = Camera("SIMPLE_RADIAL", 640, 480, [500.0, 320.0, 240.0, -0.05])
+    posed = _look_at(np.array([6.0, 0.0, 1.0]), np.zeros(3))
+    gt = _look_at(np.array([5.2, 3.0, 1.2]), np.zeros(3))
+    # Points filling the view: in a narrow one, rotation and baseline direction are hard to tell apart.
+    shared = rng.uniform(-2.5, 2.5, (150, 3))
+    ours = camera.project(gt.apply(shared)) + rng.normal(0, 0.3, (150, 2))
+    theirs = camera.project(posed.apply(shared)) + rng.normal(0, 0.3, (150, 2))
+    relative, _ = estimate_relative_pose(theirs, ours, camera, camera)
+    points = rng.uniform(-2.5, 2.5, (12, 3))
+    pixels = camera.project(gt.apply(points)) + rng.normal(0, 0.3, (12, 2))
+    pixels[:3] = rng.uniform(0, 480, (3, 2))  # wrong 2D-3D correspondences
+    # Nine good 2D-3D correspondences are too few for PnP's 30 inliers; they do fix the baseline's length.
+    assert estimate_absolute_pose(pixels, points, camera) is None
+    result = estimate_pose_from_relative(pixels, points, camera, posed, relative)
+    assert result is not None
+    assert result.inliers.tolist() == [False] * 3 + [True] * 9
+    angle = np.degrees(np.arccos(np.clip((np.trace(result.cam_from_world.rotation @ gt.rotation.T) - 1) / 2, -1, 1)))
+    assert angle < 0.1
+    assert np.linalg.norm(result.cam_from_world.inverse().translation - [5.2, 3.0, 1.2]) < 0.05
+    # A wrong relative pose (the baseline reversed) leaves no length that reprojects the points.
+    reversed_baseline = Rigid3(relative.rotation, -relative.translation)
+    wrong = estimate_pose_from_relative(pixels, points, camera, posed, reversed_baseline)
+    assert wrong is None or wrong.num_inliers <= 1
 
 
 def test_mapper_recovers_poses_known_intrinsics():
@@ -158,6 +224,27 @@ def test_mapper_keeps_disconnected_models():
     assert sorted(len(m.images) for m in models) == [5, 5]
     for rec in models:
         _check_poses(rec, names, poses, max_rot_deg=0.25)
+
+
+def test_sparse_ring_registers_from_relative_poses():
+    features, geometries, cameras, names, poses = sparse_ring_views()
+    known = dict(ba_refine_focal=False, ba_refine_extra_params=False)
+    pnp_config = MapperConfig(relative_registration=False, **known)
+    pnp_only = incremental_mapping(features, geometries, cameras, pnp_config, names)
+    assert len(pnp_only[0].images) < len(names)  # what COLMAP's strategy reaches on such a capture
+    models = incremental_mapping(features, geometries, cameras, MapperConfig(**known), names)
+    assert len(models) == 1 and len(models[0].images) == len(names)
+    # Two-view points carry the chain: bundle adjustment started from the true poses ends at 0.8 deg as well.
+    _check_poses(models[0], names, poses, max_rot_deg=1.5)
+    assert np.max(models[0].reprojection_errors()) <= 4.0 + 1e-6
+
+
+def test_relative_registration_needs_enough_points():
+    # With too few 2D-3D correspondences to fix the scale, images are left out rather than guessed.
+    features, geometries, cameras, names, _ = sparse_ring_views(triple_points=3)
+    config = MapperConfig(ba_refine_focal=False, ba_refine_extra_params=False, min_model_size=2)
+    models = incremental_mapping(features, geometries, cameras, config, names)
+    assert max(len(m.images) for m in models) < len(names)
 
 
 def test_mapper_errors_clearly():
