@@ -12,6 +12,7 @@ PSNR/SSIM, iterations, training / evaluation seconds, density samples per second
 and the machine's load. Training outputs go to `--out` (a temporary folder by default).
 
     nice -n 10 .venv/bin/python benchmarks/nerf.py [--fast-minutes 15] [--nerf-minutes 30] [--models fast,nerf]
+        [--set KEY=VALUE ...]  (config overrides, e.g. --set target_samples=65536 or --set 'lpips_weights=["w.pth"]')
 """
 
 from __future__ import annotations
@@ -42,14 +43,22 @@ RESULTS = REPO / "benchmarks" / "results" / "nerf.json"
 QUALITY_BAR = {"fast": {"minutes": 15, "psnr": 30.0}, "fast_hour": {"minutes": 60, "psnr": 32.0}}
 
 
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
 def run_model(model: str, minutes: float, args: argparse.Namespace, out_dir: Path) -> dict:
     """Train and evaluate one model in this process; returns its results."""
     dataset = load_dataset(args.data, downscale=args.downscale)
     test = dataset.split["test"]
     probe = [test[int(k)] for k in np.linspace(0, len(test) - 1, min(args.probe_views, len(test))).round()]
     test_views = (args.test_views if model == "fast" else args.nerf_test_views) or len(test)
-    config = make_config(model, {"time_budget": minutes * 60.0, "steps": 10**9, "eval_views": test_views,
-                                 "checkpoint_every": 0})
+    settings = {"time_budget": minutes * 60.0, "steps": 10**9, "eval_views": test_views, "checkpoint_every": 0}
+    settings.update(dict(args.set))
+    config = make_config(model, settings)
     curve: list[dict] = []
     next_probe = [args.eval_every * minutes * 60.0]
 
@@ -97,6 +106,8 @@ def main() -> None:
                         help="test views for the original NeRF's final score (default 10, evenly spread: one 400x400 "
                         "view is 41M evaluations of its 256-wide MLP, minutes on a CPU; 0: all)")
     parser.add_argument("--downscale", type=int, default=1, help="shrink the images by this factor (default 1)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], type=_setting,
+                        help="override a field of the models' configs (e.g. --set target_samples=65536); repeatable")
     parser.add_argument("--out", type=Path, help="training outputs (default: a temporary folder)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: run one model, print its JSON
@@ -118,6 +129,7 @@ def main() -> None:
                    "--eval-every", str(args.eval_every), "--probe-views", str(args.probe_views),
                    "--test-views", str(args.test_views), "--nerf-test-views", str(args.nerf_test_views),
                    "--downscale", str(args.downscale)]
+        command += [f"--set={key}={value}" for key, value in args.set]
         start = time.time()
         proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], type=_setting,
                        help="override any field of the model's config (see mapforge.nerf.trainer.FastNeRFConfig / "
                        "NeRFConfig), e.g. --set grid_resolution=64; repeatable")
+    train.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
+                       help="also measure LPIPS on the test views: one combined weights file, or the AlexNet and "
+                       "the lpips linear weights files (mapforge downloads nothing)")
     train.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.set_defaults(func=_train)
@@ -63,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--frames", type=positive_int, default=120, help="frames of the camera path (default 120)")
     render.add_argument("--fps", type=positive_int, default=30, help="frames per second of a video (default 30)")
     render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
+    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
+                        help="also measure LPIPS: one combined weights file, or the AlexNet and linear weights files")
     render.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
     render.set_defaults(func=_render)
 
@@ -89,7 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _quality(metrics: dict) -> str:
     if not metrics.get("count"):
         return f"no {metrics.get('split', 'test')} views"
-    return f"{metrics['count']} {metrics['split']} views, PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+    lpips = f", LPIPS {metrics['lpips']:.4f}" if metrics.get("lpips") is not None else ""
+    return f"{metrics['count']} {metrics['split']} views, PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}{lpips}"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -97,6 +103,8 @@ def _train(args: argparse.Namespace) -> int:
 
     options: dict[str, object] = dict(args.set)
     options.update({"device": args.device, "seed": args.seed})
+    if args.lpips_weights:
+        options["lpips_weights"] = tuple(args.lpips_weights)
     if args.eval_views:
         options["eval_views"] = args.eval_views
     if args.iterations:
@@ -117,7 +125,8 @@ def _render(args: argparse.Namespace) -> int:
     if args.output is None and args.path is None:
         raise InputError("give -o DIR for the split's views and/or --path FILE for a camera path")
     if args.output is not None:
-        metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.device)
+        metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.device,
+                               args.lpips_weights)
         print(f"rendered to {args.output}: {_quality(metrics)}")
     if args.path is not None:
         render_run_path(args.model, args.path, args.data, args.frames, args.fps, args.downscale, args.device)

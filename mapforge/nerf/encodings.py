@@ -82,7 +82,8 @@ class _HashGridFunction(torch.autograd.Function):
     `index_add_` per level rather than autograd's generic indexing backward (which sorts the indices)."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, x: torch.Tensor, grid: HashGridEncoding) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, table: torch.Tensor, x: torch.Tensor, grid: HashGridEncoding,  # type: ignore[override]
+                features: torch.Tensor | None = None) -> torch.Tensor:
         ctx.grid = grid
         ctx.table_shape = table.shape
         n = x.shape[0]
@@ -91,6 +92,8 @@ class _HashGridFunction(torch.autograd.Function):
 
             points = x.detach().contiguous()
             ctx.save_for_backward(points)
+            if features is not None:
+                return features.detach().clone()
             out = hashgrid_cpu.hashgrid_forward(points.numpy(), table.detach().contiguous().numpy(), *grid.kernel_args())
             return torch.from_numpy(out).view(n, grid.out_dim)
         out = table.new_empty(n, grid.num_levels, grid.features_per_level)
@@ -116,12 +119,12 @@ class _HashGridFunction(torch.autograd.Function):
             grad = hashgrid_cpu.hashgrid_backward(
                 points.numpy(), grad_out.contiguous().numpy(), ctx.table_shape[0], *grid.kernel_args()
             )
-            return torch.from_numpy(grad), None, None
+            return torch.from_numpy(grad), None, None, None
         index, weight = ctx.saved_tensors
         contributions = (weight[..., None] * grad_out[:, :, None, :]).reshape(-1, grad_out.shape[-1])
         grad_table = grad_out.new_zeros(ctx.table_shape)
         grad_table.index_add_(0, index.reshape(-1), contributions)
-        return grad_table, None, None
+        return grad_table, None, None, None
 
 
 class HashGridEncoding(nn.Module):
@@ -180,10 +183,13 @@ class HashGridEncoding(nn.Module):
     def out_dim(self) -> int:
         return self.num_levels * self.features_per_level
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`x: [N, 3]` in [0, 1] -> features `[N, levels * features_per_level]` (level-major)."""
+    def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """`x: [N, 3]` in [0, 1] -> features `[N, levels * features_per_level]` (level-major).
+
+        `features`, the encoding of `x` computed earlier without gradients, saves the lookups on CPU: it is
+        returned (as a copy) with the table's gradient attached."""
         x = x.detach().clamp(0.0, 1.0).to(self.table.dtype)
-        return _HashGridFunction.apply(self.table, x, self)
+        return _HashGridFunction.apply(self.table, x, self, features)
 
 
 def spherical_harmonics(directions: torch.Tensor, degree: int = 4) -> torch.Tensor:

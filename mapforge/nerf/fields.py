@@ -118,11 +118,12 @@ class FastField(nn.Module):
         inside = ((unit >= 0) & (unit <= 1)).all(-1)
         return unit, inside
 
-    def geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def geometry(self, positions: torch.Tensor, encoded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Density `[N]` and geometry features `[N, 1 + geometry_features]` (the colour MLP's input) at world
-        `positions [N, 3]`."""
+        `positions [N, 3]`. `encoded`: their hash encoding computed before without gradients (see
+        `HashGridEncoding.forward`), to save the lookups."""
         unit, inside = self.normalise(positions)
-        h = self.density_mlp(self.encoding(unit))
+        h = self.density_mlp(self.encoding(unit, encoded))
         density = truncated_exp(h[:, 0]) * inside
         return density, h
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mapforge.nerf.fields import FastField, NeRFField
+from mapforge.nerf.fields import FastField, NeRFField, truncated_exp
 from mapforge.nerf.encodings import spherical_harmonics
 from mapforge.nerf.occupancy import OccupancyGrid, PackedSamples
 from mapforge.nerf.rendering import (
     RenderOutput,
+    alive_samples,
     composite_packed,
     deltas_from_distances,
     exclusive_segment_cumsum,
@@ -87,14 +88,19 @@ class FastNeRFModel(nn.Module):
 
     When rendering views (`early_stop`), a ray stops once its transmittance falls below `min_transmittance`
     (instant-ngp's 1e-4), samples are taken in windows of `first_window` then doubling, and colours are computed
-    only where a sample's weight reaches `min_weight`."""
+    only where a sample's weight reaches `min_weight`. In training, with `train_min_transmittance` > 0, the
+    densities of all marched samples are first evaluated without gradients and only the samples in front of
+    the point where a ray's transmittance drops below it go through the network with gradients (instant-ngp's
+    sample compaction); 0 evaluates every marched sample with gradients."""
 
     min_transmittance = 1e-4
     min_weight = 1e-5
     first_window = 32
 
-    def __init__(self, aabb: torch.Tensor, grid_resolution: int = 128, render_steps: int = 1024, **field_args):
+    def __init__(self, aabb: torch.Tensor, grid_resolution: int = 128, render_steps: int = 1024,
+                 train_min_transmittance: float = 1e-4, **field_args):
         super().__init__()
+        self.train_min_transmittance = train_min_transmittance
         self.field = FastField(aabb, **field_args)
         self.grid = OccupancyGrid(self.field.aabb, grid_resolution)
         diagonal = float((self.field.aabb[1] - self.field.aabb[0]).norm())
@@ -130,7 +136,8 @@ class FastNeRFModel(nn.Module):
         early_stop: bool | None = None,
     ) -> dict[str, RenderOutput]:
         """Render rays `[R, 3]` (unit directions) between `near [R]` and `far [R]` -> {"fine": ...}; also sets
-        `self.last_num_samples` (packed samples whose density was evaluated).
+        `self.last_num_samples` (packed samples whose density was evaluated) and, in training,
+        `self.last_num_trained` (those evaluated with gradients).
 
         `early_stop` (default: when gradients are off, i.e. when rendering views) composites each ray front to
         back in growing windows of samples and stops once its transmittance is below `min_transmittance`, and
@@ -144,13 +151,22 @@ class FastNeRFModel(nn.Module):
             early_stop = not torch.is_grad_enabled()
         if early_stop:
             return {"fine": self._render_early_stop(origins, directions, samples, encoded, background)}
-        self.last_num_samples = len(samples)
-        ray_indices = samples.ray_indices
-        t = samples.midpoints
+        ray_indices, t, deltas = samples.ray_indices, samples.midpoints, samples.deltas
         points = origins[ray_indices] + t[:, None] * directions[ray_indices]
-        density, features = self.field.geometry(points)
+        self.last_num_samples = len(samples)
+        hashed = None
+        if self.train_min_transmittance > 0 and len(samples):
+            with torch.no_grad():
+                unit, inside = self.field.normalise(points)
+                hashed = self.field.encoding(unit)
+                density = truncated_exp(self.field.density_mlp(hashed)[:, 0]) * inside
+                alive = alive_samples(density * deltas, ray_indices, origins.shape[0], self.train_min_transmittance)
+                index = torch.nonzero(alive).squeeze(1)
+            ray_indices, t, deltas, points, hashed = (v[index] for v in (ray_indices, t, deltas, points, hashed))
+        self.last_num_trained = len(ray_indices)
+        density, features = self.field.geometry(points, hashed)
         rgb = self.field.colour(features, encoded[ray_indices])
-        out = composite_packed(density, rgb, samples.deltas, t, ray_indices, origins.shape[0], background)
+        out = composite_packed(density, rgb, deltas, t, ray_indices, origins.shape[0], background)
         return {"fine": out}
 
     @torch.no_grad()

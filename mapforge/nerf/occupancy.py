@@ -127,14 +127,16 @@ class OccupancyGrid:
         perturb: bool = False,
         max_candidates: int = 1 << 23,
         generator: torch.Generator | None = None,
+        backend: str = "auto",
     ) -> PackedSamples:
         """Fixed-step marching of rays `[R, 3]` (unit directions) through the box, keeping the intervals whose
         midpoints fall in occupied cells.
 
         Each ray steps from `max(near, box entry)` to `min(far, box exit)` in steps of `step_size` (with
         `perturb`, all of a ray's steps are shifted by one random fraction of a step, as instant-ngp does); the last
-        interval is clipped at the exit. Rays are processed in groups so that at most `max_candidates` candidate
-        steps exist at once.
+        interval is clipped at the exit. `backend`: "auto" (the numba kernel of `raymarch_cpu` on CPU, torch ops
+        elsewhere), "numba" or "torch"; with torch ops, rays are processed in groups so that at most
+        `max_candidates` candidate steps exist at once.
         """
         device = origins.device
         num_rays = origins.shape[0]
@@ -147,6 +149,16 @@ class OccupancyGrid:
         if perturb:
             t_min = t_min + torch.rand(num_rays, device=device, generator=generator) * step_size
         steps = torch.where(hit, torch.ceil((t_max - t_min) / step_size), torch.zeros_like(t_min)).clamp_min(0).long()
+        if backend == "numba" or (backend == "auto" and device.type == "cpu"):
+            from mapforge.nerf import raymarch_cpu
+
+            arrays = [v.detach().float().contiguous().numpy() for v in (origins, directions, t_min, t_max)]
+            aabb = self.aabb.cpu().numpy()
+            ray_indices, starts, ends = raymarch_cpu.march(
+                *arrays, steps.contiguous().numpy(), step_size, aabb[0], self.cell_size.cpu().numpy(), aabb[1],
+                self.resolution, self.occupied.contiguous().numpy(),
+            )
+            return PackedSamples(torch.from_numpy(ray_indices), torch.from_numpy(starts), torch.from_numpy(ends))
         parts_i, parts_s, parts_e = [], [], []
         start = 0
         while start < num_rays:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path
+from mapforge.metrics.lpips import load_lpips
 from mapforge.nerf.trainer import SceneSetup, evaluate, load_checkpoint, render_image
 from mapforge.scene import Camera
 
@@ -41,14 +43,17 @@ def render_model(
     split: str = "test",
     downscale: int | None = None,
     device: str = "auto",
+    lpips_weights: Sequence[str | Path] = (),
 ) -> dict:
     """Render every view of `split` of the data set `data` (default: the one recorded in the run's `config.json`)
     with the model trained in `run_dir` into `out_dir`: one PNG per view named like the view's image (see
     `render_names`), at the trained resolution (`downscale` defaults to the training one), and `metrics.json`
-    (PSNR/SSIM against the images). Returns the metrics."""
+    (PSNR/SSIM against the images, and LPIPS with `lpips_weights`: one combined file, or the AlexNet and the
+    linear weights files, see `mapforge.metrics.lpips`). Returns the metrics."""
     from mapforge.datasets import load_dataset
 
     checkpoint, trained = _checkpoint_and_config(run_dir)
+    lpips = load_lpips(lpips_weights) if lpips_weights else None
     data = data if data is not None else trained.get("data")
     if data is None:
         raise InputError(f"{run_dir}: no data set recorded in config.json; give --data")
@@ -59,7 +64,9 @@ def render_model(
     if dataset.cam_from_world is None:
         raise InputError(f"data set {dataset.name} has no camera poses")
     out_dir = Path(out_dir)
-    metrics = evaluate(model, setup, dataset, dataset.subset(split), config.image_scale, out_dir)
+    if lpips is not None:
+        lpips = lpips.to(next(model.parameters()).device)
+    metrics = evaluate(model, setup, dataset, dataset.subset(split), config.image_scale, out_dir, lpips=lpips)
     metrics.update({"split": split, "model": config.model, "checkpoint": str(checkpoint)})
     with atomic_path(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -10,6 +10,7 @@ import pytest
 from mapforge import cli
 from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
 from mapforge.io.ply import read_mesh, read_point_cloud
+from mapforge.metrics.lpips import LPIPS
 from mapforge.nerf.export import density_grid
 from mapforge.nerf.trainer import load_checkpoint
 
@@ -31,6 +32,7 @@ def test_train_render_export(scene, tmp_path):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations"] == 3 and metrics["count"] == 1 and np.isfinite(metrics["psnr"])
+    assert "lpips" not in metrics
     history = json.loads((out / "history.json").read_text())
     assert [h["iteration"] for h in history] == [2, 3]
     assert set(history[0]) == {"iteration", "loss", "psnr", "seconds"}
@@ -58,6 +60,32 @@ def test_train_render_export(scene, tmp_path):
     assert np.all(vertices >= lo - 1e-4) and np.all(vertices <= hi + 1e-4)
     xyz, rgb = read_point_cloud(points)
     assert xyz.shape[1] == 3
+
+
+def test_lpips_weights(scene, tmp_path, capsys):
+    # Random LPIPS weights: only the plumbing is checked.
+    lpips = LPIPS()
+    lpips.load_weights(lpips.state_dict())
+    weights = tmp_path / "lpips.safetensors"
+    lpips.save(weights)
+    out = tmp_path / "run"
+    settings = [arg for item in TINY for arg in ("--set", item)]
+    assert cli.main(["nerf", "train", str(scene), "-o", str(out), "--iterations", "2", *settings,
+                     "--lpips-weights", str(weights)]) == 0
+    assert "LPIPS" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["lpips"]) and metrics["views"][0]["lpips"] == pytest.approx(metrics["lpips"])
+    renders = tmp_path / "renders"
+    assert cli.main(["nerf", "render", str(out), "--data", str(scene), "-o", str(renders),
+                     "--lpips-weights", str(weights)]) == 0
+    assert "LPIPS" in capsys.readouterr().out
+    rendered = json.loads((renders / "metrics.json").read_text())
+    assert rendered["lpips"] == pytest.approx(metrics["lpips"], abs=1e-4)
+    assert cli.main(["nerf", "render", str(out), "--data", str(scene), "-o", str(tmp_path / "bad"),
+                     "--lpips-weights", str(tmp_path / "missing.pth")]) == 2
+    assert cli.main(["nerf", "train", str(scene), "-o", str(tmp_path / "bad_run"), "--iterations", "2", *settings,
+                     "--lpips-weights", str(tmp_path / "missing.pth")]) == 2
+    assert not (tmp_path / "bad_run" / "checkpoint.pt").exists()  # refused before training
 
 
 def test_missing_data_is_one_line_error(tmp_path, capsys):

@@ -81,3 +81,33 @@ def test_fast_model_renders_background_where_the_grid_is_empty():
     out = model.render_rays(origins, directions, torch.zeros(4), torch.full((4,), 10.0), torch.tensor([0.1, 0.2, 0.3]))
     torch.testing.assert_close(out["fine"].rgb, torch.tensor([[0.1, 0.2, 0.3]]).repeat(4, 1))
     assert model.last_num_samples == 0
+
+
+def test_fast_model_compaction_keeps_the_visible_samples():
+    # Density e^2.5 everywhere: rays are opaque after some 15 of their ~37 steps. Compaction drops the samples
+    # behind that point (the rendering changes by at most the 1e-4 of light left there); with a threshold no ray
+    # reaches, the precomputed encodings give exactly the full evaluation's colours and gradients.
+    from mapforge.nerf.models import FastNeRFModel
+
+    torch.manual_seed(0)
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    model = FastNeRFModel(aabb, grid_resolution=8, render_steps=64, num_levels=4, log2_hashmap_size=10,
+                          finest_resolution=32)
+    with torch.no_grad():
+        model.field.density_mlp[-1].bias[0] = 2.5
+    generator = torch.Generator().manual_seed(0)
+    origins = torch.cat([torch.rand(16, 2, generator=generator) - 0.5, torch.full((16, 1), -3.0)], 1)
+    directions = torch.tensor([[0.0, 0.0, 1.0]]).repeat(16, 1)
+    near, far = torch.zeros(16), torch.full((16,), 10.0)
+    results = {}
+    for threshold in (0.0, 1e-30, 1e-4):
+        model.train_min_transmittance = threshold
+        model.zero_grad()
+        out = model.render_rays(origins, directions, near, far, torch.ones(3))["fine"]
+        out.rgb.sum().backward()
+        results[threshold] = (out.rgb.detach(), model.field.encoding.table.grad.clone(), model.last_num_trained)
+    assert results[0.0][2] == results[1e-30][2] == model.last_num_samples
+    torch.testing.assert_close(results[1e-30][0], results[0.0][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(results[1e-30][1], results[0.0][1], atol=1e-7, rtol=1e-5)
+    assert results[1e-4][2] < 0.5 * model.last_num_samples
+    torch.testing.assert_close(results[1e-4][0], results[0.0][0], atol=1e-4, rtol=0)

@@ -93,6 +93,19 @@ def test_march_in_groups_and_with_jitter():
     assert (jittered.ends <= exit_[jittered.ray_indices] + 1e-5).all()
 
 
+def test_march_kernel_matches_torch():
+    generator = torch.Generator().manual_seed(2)
+    origins, directions = _rays(200, generator)
+    grid = OccupancyGrid(AABB, 16)
+    grid.update(_blocky_density(16), 0.02)
+    near = torch.rand(200, generator=generator) * 2.5
+    marched = [grid.march(origins, directions, 0.013, near=near, perturb=True,
+                          generator=torch.Generator().manual_seed(4), backend=backend) for backend in ("numba", "torch")]
+    assert len(marched[0]) > 1000
+    for name in ("ray_indices", "starts", "ends"):
+        torch.testing.assert_close(getattr(marched[0], name), getattr(marched[1], name), atol=0, rtol=0)
+
+
 def test_grid_update_decays_and_thresholds():
     grid = OccupancyGrid(AABB, 4)
     grid.update(lambda p: torch.full((p.shape[0],), 10.0), step_size=0.01)

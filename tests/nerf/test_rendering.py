@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from mapforge.nerf.rendering import composite_packed, volume_render
@@ -46,7 +47,8 @@ def test_slab_over_background():
     torch.testing.assert_close(out.depth[0], torch.tensor(expected_depth, dtype=torch.float64), atol=1e-3, rtol=0)
 
 
-def test_packed_matches_dense():
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_packed_matches_dense(backend):
     generator = torch.Generator().manual_seed(0)
     rays, samples = 5, 16
     density = torch.rand(rays, samples, generator=generator) * 4
@@ -61,7 +63,8 @@ def test_packed_matches_dense():
     background = torch.tensor([0.2, 0.4, 0.6])
     dense = volume_render(density, rgb, deltas, t, background)
     rows, cols = torch.nonzero(keep, as_tuple=True)
-    packed = composite_packed(density[rows, cols], rgb[rows, cols], deltas[rows, cols], t[rows, cols], rows, rays, background)
+    packed = composite_packed(density[rows, cols], rgb[rows, cols], deltas[rows, cols], t[rows, cols], rows, rays, background,
+                              backend=backend)
     torch.testing.assert_close(packed.rgb, dense.rgb)
     torch.testing.assert_close(packed.depth, dense.depth)
     torch.testing.assert_close(packed.opacity, dense.opacity)
@@ -69,7 +72,8 @@ def test_packed_matches_dense():
     torch.testing.assert_close(packed.rgb[2], background)
 
 
-def test_packed_gradients_match_dense():
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_packed_gradients_match_dense(backend):
     generator = torch.Generator().manual_seed(1)
     density = (torch.rand(3, 8, generator=generator) * 3).requires_grad_(True)
     rgb = torch.rand(3, 8, 3, generator=generator).requires_grad_(True)
@@ -78,7 +82,30 @@ def test_packed_gradients_match_dense():
     dense = volume_render(density, rgb, deltas, t)
     grads_dense = torch.autograd.grad(dense.rgb.sum() + dense.depth.sum(), (density, rgb))
     rows = torch.arange(3).repeat_interleave(8)
-    packed = composite_packed(density.reshape(-1), rgb.reshape(-1, 3), deltas.reshape(-1), t.reshape(-1), rows, 3)
+    packed = composite_packed(density.reshape(-1), rgb.reshape(-1, 3), deltas.reshape(-1), t.reshape(-1), rows, 3,
+                              backend=backend)
     grads_packed = torch.autograd.grad(packed.rgb.sum() + packed.depth.sum(), (density, rgb))
     for a, b in zip(grads_dense, grads_packed):
         torch.testing.assert_close(a, b)
+
+
+def test_packed_kernel_gradients_of_every_output():
+    # The numba backward against autograd through the torch ops, for a loss on colour (over a background), depth,
+    # opacity and the weights at once; rays of 0, 1 and several samples.
+    generator = torch.Generator().manual_seed(2)
+    rays = torch.tensor([0, 0, 0, 0, 2, 3, 3, 3, 3, 3, 3])
+    m = rays.shape[0]
+    density = (torch.rand(m, generator=generator) * 5).requires_grad_(True)
+    rgb = torch.rand(m, 3, generator=generator).requires_grad_(True)
+    deltas = torch.rand(m, generator=generator) * 0.3
+    t = torch.cumsum(deltas, 0)
+    background = torch.tensor([1.0, 0.5, 0.0])
+    coefficients = [torch.randn(4, 3, generator=generator), torch.randn(4, generator=generator),
+                    torch.randn(4, generator=generator), torch.randn(m, generator=generator)]
+    grads = []
+    for backend in ("numba", "torch"):
+        out = composite_packed(density, rgb, deltas, t, rays, 4, background, backend=backend)
+        loss = sum((c * v).sum() for c, v in zip(coefficients, (out.rgb, out.depth, out.opacity, out.weights)))
+        grads.append(torch.autograd.grad(loss, (density, rgb)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
