@@ -25,8 +25,8 @@ def test_positional_encoding_shapes_and_values():
     torch.testing.assert_close(with_pi[0, 6:9], torch.sin(2 * math.pi * x[0]))
 
 
-def _small_grid(backend: str, dtype=torch.float32) -> HashGridEncoding:
-    grid = HashGridEncoding(num_levels=4, features_per_level=2, log2_hashmap_size=10, base_resolution=4,
+def _small_grid(backend: str, dtype=torch.float32, num_levels: int = 4) -> HashGridEncoding:
+    grid = HashGridEncoding(num_levels=num_levels, features_per_level=2, log2_hashmap_size=10, base_resolution=4,
                             finest_resolution=64, backend=backend)
     grid.table.data = torch.randn_like(grid.table, dtype=dtype)
     return grid
@@ -41,9 +41,10 @@ def test_hash_grid_levels():
     assert grid.table.shape[0] == sum(min((r + 1) ** 3, 2**19) for r in grid.resolutions)
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_hash_grid_matches_reference(backend):
-    grid = _small_grid(backend)
+@pytest.mark.parametrize("backend, num_levels", [("numba", 4), ("numba", 5), ("torch", 4)])
+def test_hash_grid_matches_reference(backend, num_levels):
+    # 5 levels: the kernels' coarse/fine interleaving of levels over threads must still visit each level once
+    grid = _small_grid(backend, num_levels=num_levels)
     x = torch.rand(500, 3)
     x[0] = 1.0  # the upper corner stays inside the last cell
     x[1] = 0.0
