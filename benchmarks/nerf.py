@@ -1,17 +1,18 @@
 """Train both NeRF models on Blender lego (400x400, 100 train views, white background) and evaluate them.
 
-Each model trains under a wall-clock budget (`--fast-minutes`, default 15; `--nerf-minutes`, default 30) in its own
-process (so that peak memory is per model). Every `--eval-every` fraction of the budget, test PSNR/SSIM is measured
-on a fixed subset of `--probe-views` test views (outside the training clock) for a quality-vs-time curve; at the
+Each run trains under a wall-clock budget in its own process (so that peak memory is per run): `fast` (the hash-grid
+model, `--fast-minutes`, default 15), `fast_hour` (the same model under `--hour-minutes`, default 60, for the hour
+bar; not run by default) and `nerf` (the original model, `--nerf-minutes`, default 30). Every `--eval-every`
+fraction of the budget, test PSNR/SSIM is measured on a fixed subset of `--probe-views` test views (outside the training clock) for a quality-vs-time curve; at the
 end the test views are rendered and scored (`--test-views`, default all 200, for the fast model;
 `--nerf-test-views`, default 10 evenly spread, for the original NeRF, whose renders take minutes per view). Quality bar on a quiet 2-core CPU:
 the fast model >= 30 dB after 15 minutes and 32 dB after an hour.
 
-Writes benchmarks/results/nerf.json: per model the curve [{minutes, iterations, psnr, ssim, views}], final test
-PSNR/SSIM, iterations, training / evaluation seconds, density samples per second, peak resident memory (ru_maxrss)
-and the machine's load. Training outputs go to `--out` (a temporary folder by default).
+Writes benchmarks/results/nerf.json, keeping the runs of earlier invocations that this one did not repeat: per run
+the curve [{minutes, iterations, psnr, ssim, views}], final test PSNR/SSIM, iterations, training / evaluation
+seconds, density samples per second, peak resident memory (ru_maxrss) and the machine's load when it ended. Training outputs go to `--out` (a temporary folder by default).
 
-    nice -n 10 .venv/bin/python benchmarks/nerf.py [--fast-minutes 15] [--nerf-minutes 30] [--models fast,nerf]
+    nice -n 10 .venv/bin/python benchmarks/nerf.py [--fast-minutes 15] [--nerf-minutes 30] [--models fast,nerf,fast_hour]
         [--set KEY=VALUE ...]  (config overrides, e.g. --set target_samples=65536 or --set 'lpips_weights=["w.pth"]')
 """
 
@@ -50,8 +51,13 @@ def _setting(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def run_model(model: str, minutes: float, args: argparse.Namespace, out_dir: Path) -> dict:
-    """Train and evaluate one model in this process; returns its results."""
+# Run name -> the trainer's model name.
+RUNS = {"fast": "fast", "fast_hour": "fast", "nerf": "nerf"}
+
+
+def run_model(run: str, minutes: float, args: argparse.Namespace, out_dir: Path) -> dict:
+    """Train and evaluate one run (see `RUNS`) in this process; returns its results."""
+    model = RUNS[run]
     dataset = load_dataset(args.data, downscale=args.downscale)
     test = dataset.split["test"]
     probe = [test[int(k)] for k in np.linspace(0, len(test) - 1, min(args.probe_views, len(test))).round()]
@@ -69,9 +75,9 @@ def run_model(model: str, minutes: float, args: argparse.Namespace, out_dir: Pat
         quality = evaluate(net, setup, dataset, probe, progress=False)
         curve.append({"minutes": seconds / 60.0, "iterations": step, "psnr": quality["psnr"], "ssim": quality["ssim"],
                       "views": len(probe)})
-        print(f"[{model}] {seconds / 60:.1f} min, {step} iterations: probe PSNR {quality['psnr']:.2f} dB", flush=True)
+        print(f"[{run}] {seconds / 60:.1f} min, {step} iterations: probe PSNR {quality['psnr']:.2f} dB", flush=True)
 
-    result = train(dataset, config, out_dir / model, callback=probe_quality)
+    result = train(dataset, config, out_dir / run, callback=probe_quality)
     metrics = result.metrics
     curve.append({"minutes": result.seconds / 60.0, "iterations": result.step, "psnr": metrics["psnr"],
                   "ssim": metrics["ssim"], "views": metrics["count"]})
@@ -88,16 +94,18 @@ def run_model(model: str, minutes: float, args: argparse.Namespace, out_dir: Pat
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "curve": curve,
         "probe_views": len(probe),
-        "config": {k: v for k, v in json.loads((out_dir / model / "config.json").read_text())["config"].items()},
+        "config": {k: v for k, v in json.loads((out_dir / run / "config.json").read_text())["config"].items()},
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--models", default="fast,nerf", help="comma-separated: fast, nerf (default both)")
+    parser.add_argument("--models", default="fast,nerf",
+                        help="comma-separated runs: fast, nerf, fast_hour (default fast,nerf)")
     parser.add_argument("--fast-minutes", type=float, default=15.0)
     parser.add_argument("--nerf-minutes", type=float, default=30.0)
+    parser.add_argument("--hour-minutes", type=float, default=60.0, help="budget of the fast_hour run (default 60)")
     parser.add_argument("--eval-every", type=float, default=0.2, help="probe evaluation every this fraction of the budget")
     parser.add_argument("--probe-views", type=int, default=5)
     parser.add_argument("--test-views", type=int, default=0,
@@ -114,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"benchmark data not found: {args.data}")
-    budgets = {"fast": args.fast_minutes, "nerf": args.nerf_minutes}
+    budgets = {"fast": args.fast_minutes, "fast_hour": args.hour_minutes, "nerf": args.nerf_minutes}
     if args.only:
         print("RESULT " + json.dumps(run_model(args.only, budgets[args.only], args, args.out)), flush=True)
         return
@@ -123,9 +131,10 @@ def main() -> None:
     results: dict = {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         if model not in budgets:
-            sys.exit(f"unknown model {model!r} (fast, nerf)")
+            sys.exit(f"unknown run {model!r} ({', '.join(RUNS)})")
         command = [sys.executable, __file__, "--only", model, "--out", str(out), "--data", str(args.data),
                    "--fast-minutes", str(args.fast_minutes), "--nerf-minutes", str(args.nerf_minutes),
+                   "--hour-minutes", str(args.hour_minutes),
                    "--eval-every", str(args.eval_every), "--probe-views", str(args.probe_views),
                    "--test-views", str(args.test_views), "--nerf-test-views", str(args.nerf_test_views),
                    "--downscale", str(args.downscale)]
@@ -138,9 +147,13 @@ def main() -> None:
             sys.exit(f"{model} benchmark failed (exit code {proc.returncode})")
         results[model] = json.loads(lines[-1][len("RESULT "):])
         results[model]["wall_minutes"] = (time.time() - start) / 60.0
+        results[model]["load_average"] = os.getloadavg()
         print(f"{model}: test PSNR {results[model]['psnr']:.2f} dB, SSIM {results[model]['ssim']:.4f} on "
               f"{results[model]['test_views']} views after {results[model]['train_minutes']:.1f} min "
               f"({results[model]['iterations']} iterations)")
+    if args.results.is_file():
+        earlier = json.loads(args.results.read_text()).get("models", {})
+        results = {**{k: v for k, v in earlier.items() if k not in results}, **results}
     report = {
         "data": args.data.name,
         "downscale": args.downscale,
