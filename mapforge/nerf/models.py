@@ -95,7 +95,7 @@ class FastNeRFModel(nn.Module):
 
     min_transmittance = 1e-4
     min_weight = 1e-5
-    first_window = 32
+    first_window = 8  # lego renders: 8 took 22% less time than 32 (rays past a surface are opaque within a few samples)
 
     def __init__(self, aabb: torch.Tensor, grid_resolution: int = 128, render_steps: int = 1024,
                  train_min_transmittance: float = 1e-4, **field_args):

@@ -26,51 +26,89 @@ def _cell_of(ox, oy, oz, dx, dy, dz, mid, lo, cell, hi, resolution):
     return inside, ix, iy, iz
 
 
+# Fine cells per side of a coarse cell: empty space is crossed a coarse cell at a time (4x fewer cell visits
+# where the grid is empty, as instant-ngp's coarser occupancy levels do).
+COARSE_FACTOR = 4
+
+
 @numba.njit(inline="always")
-def _axis_exit(o, d, lo, size, index):
-    # Distance at which the ray leaves cell `index` along one axis (infinite when it runs parallel to it).
+def _axis_exit(o, d, lo, size, first, last):
+    # Distance at which the ray leaves the slab of cells [first, last) along one axis (infinite when parallel).
     if d > 0:
-        return (lo + (index + 1) * size - o) / d
+        return (lo + last * size - o) / d
     if d < 0:
-        return (lo + index * size - o) / d
+        return (lo + first * size - o) / d
     return np.inf
 
 
 @numba.njit(inline="always")
-def _next_step(r, k, origins, directions, t_min, t_max, step, lo, cell, hi, resolution, occupied):
-    """(occupied, next k): whether step k of ray r is kept, and the next step to look at. From an empty cell it
-    jumps to one step before the first midpoint past the cell's exit, so no step in another cell is ever
-    skipped (each is then classified exactly as `OccupancyGrid.query` does)."""
+def _next_step(r, k, origins, directions, t_min, t_max, step, lo, cell, hi, resolution, occupied, coarse):
+    """(occupied, next k): whether step k of ray r is kept, and the next step to look at. From an empty cell
+    (or an empty coarse cell, `coarse` being the occupancy OR-pooled over blocks of COARSE_FACTOR^3 cells) it jumps
+    to one step before the first midpoint past the cell's exit, so no step in another cell is ever skipped (each
+    is then classified exactly as `OccupancyGrid.query` does)."""
     ox, oy, oz = origins[r, 0], origins[r, 1], origins[r, 2]
     dx, dy, dz = directions[r, 0], directions[r, 1], directions[r, 2]
     start = t_min[r] + np.float32(k) * step
     end = min(start + step, t_max[r])
     inside, ix, iy, iz = _cell_of(ox, oy, oz, dx, dy, dz, np.float32(0.5) * (start + end), lo, cell, hi, resolution)
-    if inside and occupied[(ix * resolution + iy) * resolution + iz]:
-        return True, k + 1
     if not inside:
         return False, k + 1
-    exit_ = min(_axis_exit(ox, dx, lo[0], cell[0], ix), _axis_exit(oy, dy, lo[1], cell[1], iy),
-                _axis_exit(oz, dz, lo[2], cell[2], iz))
+    f = COARSE_FACTOR
+    if coarse[ix // f, iy // f, iz // f]:
+        if occupied[(ix * resolution + iy) * resolution + iz]:
+            return True, k + 1
+        x0, y0, z0, x1, y1, z1 = ix, iy, iz, ix + 1, iy + 1, iz + 1
+    else:
+        x0, y0, z0 = (ix // f) * f, (iy // f) * f, (iz // f) * f
+        x1, y1, z1 = min(x0 + f, resolution), min(y0 + f, resolution), min(z0 + f, resolution)
+    exit_ = min(_axis_exit(ox, dx, lo[0], cell[0], x0, x1), _axis_exit(oy, dy, lo[1], cell[1], y0, y1),
+                _axis_exit(oz, dz, lo[2], cell[2], z0, z1))
     jump = np.ceil((exit_ - t_min[r] - 0.5 * step) / step) - 1.0
     return False, max(k + 1, np.int64(min(jump, 1e18)))
+
+
+@numba.njit(cache=True)
+def coarse_occupancy(occupied, resolution):  # pragma: no cover - numba
+    """`[C, C, C]` bool, C = ceil(resolution / COARSE_FACTOR): whether any cell of each block of the flat
+    `occupied [resolution^3]` grid is occupied."""
+    f = COARSE_FACTOR
+    side = (resolution + f - 1) // f
+    coarse = np.zeros((side, side, side), dtype=np.bool_)
+    for x in range(resolution):
+        for y in range(resolution):
+            row = (x * resolution + y) * resolution
+            for z in range(resolution):
+                if occupied[row + z]:
+                    coarse[x // f, y // f, z // f] = True
+    return coarse
 
 
 @numba.njit(parallel=True, cache=True)
 def march(origins, directions, t_min, t_max, steps, step_size, lo, cell, hi, resolution, occupied):  # pragma: no cover
     """Occupied intervals of rays `[R, 3]` stepping `steps [R]` times by `step_size` from `t_min [R]`, clipped at
     `t_max [R]` -> (`ray_indices [M]`, `starts [M]`, `ends [M]`), ordered by ray then distance. Empty cells are
-    crossed in one jump (see `_next_step`), so the cost grows with the cells a ray crosses, not its steps."""
+    crossed in one jump (see `_next_step`), so the cost grows with the cells a ray crosses, not its steps. Each
+    ray is traversed once, its kept steps noted in its own stretch of a scratch array, then packed."""
     num_rays = origins.shape[0]
     step = np.float32(step_size)
+    coarse = coarse_occupancy(occupied, resolution)
+    slots = np.zeros(num_rays + 1, dtype=np.int64)
+    for r in range(num_rays):
+        slots[r + 1] = slots[r] + steps[r]
+    kept = np.empty(slots[num_rays], dtype=np.int32)
     counts = np.zeros(num_rays, dtype=np.int64)
     for r in numba.prange(num_rays):
         k = 0
+        count = 0
         while k < steps[r]:
             keep, following = _next_step(r, k, origins, directions, t_min, t_max, step, lo, cell, hi, resolution,
-                                         occupied)
-            counts[r] += keep
+                                         occupied, coarse)
+            if keep:
+                kept[slots[r] + count] = k
+                count += 1
             k = following
+        counts[r] = count
     first = np.zeros(num_rays + 1, dtype=np.int64)
     for r in range(num_rays):
         first[r + 1] = first[r] + counts[r]
@@ -79,18 +117,11 @@ def march(origins, directions, t_min, t_max, steps, step_size, lo, cell, hi, res
     starts = np.empty(total, dtype=np.float32)
     ends = np.empty(total, dtype=np.float32)
     for r in numba.prange(num_rays):
-        j = first[r]
-        k = 0
-        while k < steps[r]:
-            keep, following = _next_step(r, k, origins, directions, t_min, t_max, step, lo, cell, hi, resolution,
-                                         occupied)
-            if keep:
-                start = t_min[r] + np.float32(k) * step
-                ray_indices[j] = r
-                starts[j] = start
-                ends[j] = min(start + step, t_max[r])
-                j += 1
-            k = following
+        for j in range(counts[r]):
+            start = t_min[r] + np.float32(kept[slots[r] + j]) * step
+            ray_indices[first[r] + j] = r
+            starts[first[r] + j] = start
+            ends[first[r] + j] = min(start + step, t_max[r])
     return ray_indices, starts, ends
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mapforge.nerf.occupancy import OccupancyGrid
@@ -93,11 +94,15 @@ def test_march_in_groups_and_with_jitter():
     assert (jittered.ends <= exit_[jittered.ray_indices] + 1e-5).all()
 
 
-def test_march_kernel_matches_torch():
+@pytest.mark.parametrize("resolution", [16, 18])
+def test_march_kernel_matches_torch(resolution):
+    # 18 cells a side: the kernel's coarse blocks of 4 cells do not tile the grid; the last rays run along axes
     generator = torch.Generator().manual_seed(2)
     origins, directions = _rays(200, generator)
-    grid = OccupancyGrid(AABB, 16)
-    grid.update(_blocky_density(16), 0.02)
+    origins[-3:] = torch.tensor([[-3.0, -0.6, -0.55], [0.7, -3.0, -0.7], [-0.65, -0.6, 3.0]])
+    directions[-3:] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+    grid = OccupancyGrid(AABB, resolution)
+    grid.update(_blocky_density(resolution), 0.02)
     near = torch.rand(200, generator=generator) * 2.5
     marched = [grid.march(origins, directions, 0.013, near=near, perturb=True,
                           generator=torch.Generator().manual_seed(4), backend=backend) for backend in ("numba", "torch")]
