@@ -1,5 +1,6 @@
-"""Compiled (numba) kernels of bundle adjustment, all float64: the projection of every observation and its pose and
-point Jacobians, the normal equations, the reduced camera system and the back substitution of the point steps.
+"""Compiled (numba) kernels of bundle adjustment, all float64: the pose rotations, the projection of every
+observation and its pose and point Jacobians, the normal equations, the reduced camera system and the back
+substitution of the point steps.
 
 Observations are sorted by point, so the observations of point p are `point_starts[p]:point_starts[p + 1]`. Each
 observation has a camera-side Jacobian block `[2, K]` whose columns go to `cols [K]` of the camera-side unknowns
@@ -60,13 +61,12 @@ def normal_equations(
 
 
 @njit(cache=True)
-def _damped_inverse(v: np.ndarray, lam: float) -> np.ndarray:
-    """Inverse of the symmetric 3x3 `v + lam diag(v) + 1e-12 I` by its adjugate."""
+def _damped_inverse(v: np.ndarray, lam: float, out: np.ndarray) -> None:
+    """Write into `out [3, 3]` the inverse of the symmetric 3x3 `v + lam diag(v) + 1e-12 I` by its adjugate."""
     a = v[0, 0] * (1.0 + lam) + 1e-12
     e = v[1, 1] * (1.0 + lam) + 1e-12
     i = v[2, 2] * (1.0 + lam) + 1e-12
     b, c, f = v[0, 1], v[0, 2], v[1, 2]
-    out = np.empty((3, 3))
     out[0, 0] = e * i - f * f
     out[0, 1] = out[1, 0] = c * f - b * i
     out[0, 2] = out[2, 0] = b * f - c * e
@@ -74,7 +74,7 @@ def _damped_inverse(v: np.ndarray, lam: float) -> np.ndarray:
     out[1, 2] = out[2, 1] = b * c - a * f
     out[2, 2] = a * e - b * b
     det = a * out[0, 0] + b * out[1, 0] + c * out[2, 0]
-    return out / det
+    out /= det
 
 
 @njit(cache=True)
@@ -98,8 +98,8 @@ def reduced_camera_system(
     v_inv = np.empty((num_points, 3, 3))
     y = np.empty((k, 3))
     for p in range(num_points):
-        vi = _damped_inverse(v[p], lam)
-        v_inv[p] = vi
+        vi = v_inv[p]
+        _damped_inverse(v[p], lam, vi)
         for o in range(point_starts[p], point_starts[p + 1]):
             # y = W_o V'^-1  [K, 3]
             for a in range(k):
@@ -155,14 +155,13 @@ def project(
     inv_z = np.empty(n)
     for o in range(n):
         i, p = obs_img[o], obs_pt[o]
-        c = np.empty(3)
         for r in range(3):
             rotated[o, r] = rot[i, r, 0] * points[p, 0] + rot[i, r, 1] * points[p, 1] + rot[i, r, 2] * points[p, 2]
-            c[r] = rotated[o, r] + trans[i, r]
-        z = c[2] if abs(c[2]) > 1e-12 else 1e-12
+        z = rotated[o, 2] + trans[i, 2]
+        z = z if abs(z) > 1e-12 else 1e-12
         inv_z[o] = 1.0 / z
-        uv[o, 0] = c[0] / z
-        uv[o, 1] = c[1] / z
+        uv[o, 0] = (rotated[o, 0] + trans[i, 0]) / z
+        uv[o, 1] = (rotated[o, 1] + trans[i, 1]) / z
     return rotated, uv, inv_z
 
 
@@ -212,3 +211,50 @@ def pose_point_jacobians(
                 j_cam[o, 0, c] = 0.0
                 j_cam[o, 1, c] = 0.0
     return j_cam, cols, j_point
+
+
+@njit(cache=True)
+def _skew_into(v: np.ndarray, out: np.ndarray) -> None:
+    """Write the cross-product matrix of `v [3]` into `out [3, 3]`."""
+    out[0, 0], out[0, 1], out[0, 2] = 0.0, -v[2], v[1]
+    out[1, 0], out[1, 1], out[1, 2] = v[2], 0.0, -v[0]
+    out[2, 0], out[2, 1], out[2, 2] = -v[1], v[0], 0.0
+
+
+@njit(cache=True)
+def pose_rotations(rotvec: np.ndarray, rot0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotations exp(r) R0 `[I, 3, 3]` of the increments `rotvec [I, 3]` applied on the left of `rot0 [I, 3, 3]`,
+    and the SO(3) left Jacobians `[I, 3, 3]` of the increments (exp(r + e) ≈ exp(J_l(r) e) exp(r) for small e).
+
+    exp is Rodrigues' formula with the Taylor expansion of `geometry.rotations.axis_angle_to_matrix` near zero.
+    """
+    num = rotvec.shape[0]
+    rot = np.empty((num, 3, 3))
+    left = np.empty((num, 3, 3))
+    k = np.empty((3, 3))
+    k2 = np.empty((3, 3))
+    exp = np.empty((3, 3))
+    for i in range(num):
+        _skew_into(rotvec[i], k)
+        for r in range(3):
+            for c in range(3):
+                k2[r, c] = k[r, 0] * k[0, c] + k[r, 1] * k[1, c] + k[r, 2] * k[2, c]
+        theta2 = rotvec[i, 0] * rotvec[i, 0] + rotvec[i, 1] * rotvec[i, 1] + rotvec[i, 2] * rotvec[i, 2]
+        theta = np.sqrt(theta2)
+        if theta2 < 1e-8:
+            a, b = 1 - theta2 / 6, 0.5 - theta2 / 24
+        else:
+            a, b = np.sin(theta) / theta, (1 - np.cos(theta)) / (theta * theta)
+        if theta < 1e-8:
+            la, lb = 0.5, 1.0 / 6.0
+        else:
+            la, lb = (1 - np.cos(theta)) / theta**2, (theta - np.sin(theta)) / theta**3
+        for r in range(3):
+            for c in range(3):
+                eye = 1.0 if r == c else 0.0
+                exp[r, c] = eye + a * k[r, c] + b * k2[r, c]
+                left[i, r, c] = eye + la * k[r, c] + lb * k2[r, c]
+        for r in range(3):
+            for c in range(3):
+                rot[i, r, c] = exp[r, 0] * rot0[i, 0, c] + exp[r, 1] * rot0[i, 1, c] + exp[r, 2] * rot0[i, 2, c]
+    return rot, left

@@ -27,10 +27,16 @@ import scipy.linalg
 
 from mapforge.errors import InputError
 from mapforge.geometry.cameras import CAMERA_MODELS, CameraModel, distort
-from mapforge.geometry.rotations import axis_angle_to_matrix
 from mapforge.geometry.transforms import Rigid3
 from mapforge.scene import Reconstruction
-from mapforge.sfm.ba_kernels import normal_equations, point_steps, pose_point_jacobians, project, reduced_camera_system
+from mapforge.sfm.ba_kernels import (
+    normal_equations,
+    point_steps,
+    pose_point_jacobians,
+    pose_rotations,
+    project,
+    reduced_camera_system,
+)
 
 LOSSES = ("linear", "huber", "soft_l1", "cauchy")
 
@@ -72,33 +78,11 @@ class BundleAdjustmentSummary:
     message: str
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """`[..., 3]` -> `[..., 3, 3]` cross-product matrices."""
-    out = np.zeros(v.shape + (3,))
-    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
-    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
-    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
-    return out
-
-
-def _left_jacobian(rotvec: np.ndarray) -> np.ndarray:
-    """SO(3) left Jacobian `[N, 3, 3]`: exp(r + e) ≈ exp(J_l(r) e) exp(r) for small e."""
-    theta = np.linalg.norm(rotvec, axis=-1)[:, None, None]
-    k = _skew(rotvec)
-    small = theta < 1e-8
-    t = np.where(small, 1.0, theta)
-    a = np.where(small, 0.5, (1 - np.cos(t)) / t**2)
-    b = np.where(small, 1.0 / 6.0, (t - np.sin(t)) / t**3)
-    return np.eye(3) + a * k + b * (k @ k)
-
-
 def _distortion_jacobians(
     model: CameraModel, params: np.ndarray, u: np.ndarray, v: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distorted normalised coordinates `[n, 2]`, d(distorted)/d(u, v) `[n, 2, 2]`, d(distorted)/d(extra) `[n, 2, E]`.
-
-    `params` are per observation `[n, P]`.
-    """
+    """Distorted normalised coordinates `[n, 2]`, d(distorted)/d(u, v) `[n, 2, 2]`, d(distorted)/d(extra) `[n, 2, E]`
+    of the normalised coordinates `u, v [n]` through one camera's `params [P]`."""
     n = u.shape[0]
     extra = list(model.extra_idxs)
     if model.pinhole:
@@ -106,8 +90,8 @@ def _distortion_jacobians(
         jac[:, 0, 0] = jac[:, 1, 1] = 1.0
         return np.stack([u, v], -1), jac, np.zeros((n, 2, 0))
     if model.name in ("SIMPLE_RADIAL", "RADIAL", "OPENCV"):
-        k1 = params[:, extra[0]]
-        k2 = params[:, extra[1]] if model.name != "SIMPLE_RADIAL" else np.zeros(n)
+        k1 = params[extra[0]]
+        k2 = params[extra[1]] if model.name != "SIMPLE_RADIAL" else 0.0
         r2 = u * u + v * v
         s = 1 + k1 * r2 + k2 * r2 * r2
         ds = k1 + 2 * k2 * r2  # d s / d r2
@@ -120,7 +104,7 @@ def _distortion_jacobians(
         if model.name != "SIMPLE_RADIAL":
             cols.append(np.stack([u * r2 * r2, v * r2 * r2], -1))
         if model.name == "OPENCV":
-            p1, p2 = params[:, extra[2]], params[:, extra[3]]
+            p1, p2 = params[extra[2]], params[extra[3]]
             ud = ud + 2 * p1 * u * v + p2 * (r2 + 2 * u * u)
             vd = vd + 2 * p2 * u * v + p1 * (r2 + 2 * v * v)
             jac[:, 0, 0] += 2 * p1 * v + 6 * p2 * u
@@ -141,11 +125,11 @@ def _distortion_jacobians(
         jac[:, :, axis] = (distort(model, params, uv + step) - distort(model, params, uv - step)) / (2 * h[:, None])
     d_extra = np.empty((n, 2, len(extra)))
     for k, idx in enumerate(extra):
-        h = 1e-7 * np.maximum(np.abs(params[:, idx]), 1e-2)
+        h = 1e-7 * max(abs(params[idx]), 1e-2)
         plus, minus = params.copy(), params.copy()
-        plus[:, idx] += h
-        minus[:, idx] -= h
-        d_extra[:, :, k] = (distort(model, plus, uv) - distort(model, minus, uv)) / (2 * h[:, None])
+        plus[idx] += h
+        minus[idx] -= h
+        d_extra[:, :, k] = (distort(model, plus, uv) - distort(model, minus, uv)) / (2 * h)
     return base, jac, d_extra
 
 
@@ -164,16 +148,20 @@ class _Problem:
         constant_image_ids: set[int],
         refined_cameras: dict[int, list[int]],
         gauge: tuple[int | None, int | None],
+        tracks: list[np.ndarray] | None = None,
     ) -> None:
+        """`tracks`: the points' tracks `[M_p, 2]` when the caller has gathered them already."""
         self.rec = rec
         self.image_ids = image_ids
         self.point_ids = point_ids
+        self.points = [rec.points3D[p] for p in point_ids]
         self.camera_ids = sorted({rec.images[i].camera_id for i in image_ids})
         image_index = {image_id: k for k, image_id in enumerate(image_ids)}
         camera_index = {camera_id: k for k, camera_id in enumerate(self.camera_ids)}
 
-        if point_ids:
-            tracks = [rec.points3D[p].track for p in point_ids]
+        if tracks is None:
+            tracks = [point.track for point in self.points]
+        if tracks:
             track = np.concatenate(tracks)
             owner = np.repeat(np.arange(len(point_ids)), [len(t) for t in tracks])
         else:
@@ -198,7 +186,7 @@ class _Problem:
 
         self.rot0 = np.stack([rec.images[i].cam_from_world.rotation for i in image_ids])
         self.trans0 = np.stack([rec.images[i].cam_from_world.translation for i in image_ids])
-        self.points0 = np.stack([rec.points3D[p].xyz for p in point_ids]) if point_ids else np.zeros((0, 3))
+        self.points0 = np.array([point.xyz for point in self.points]).reshape(-1, 3)
         self.params0 = [rec.cameras[c].params.copy() for c in self.camera_ids]
         self.models = [CAMERA_MODELS[rec.cameras[c].model] for c in self.camera_ids]
 
@@ -237,15 +225,17 @@ class _Problem:
         self.full0 = np.concatenate([np.zeros(6 * num_images)] + self.params0 + [self.points0.reshape(-1)])
 
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Rotations `[I, 3, 3]` with the left Jacobians of their increments `[I, 3, 3]`, translations `[I, 3]`,
+        points `[P, 3]` and camera parameters (one `[P_c]` per camera) of the free parameters `x`."""
         full = self.full0.copy()
         full[self.free] = x
         n = len(self.image_ids)
-        rotvec, dt = full[: 6 * n].reshape(n, 6)[:, :3], full[: 6 * n].reshape(n, 6)[:, 3:]
-        rot = axis_angle_to_matrix(rotvec) @ self.rot0
-        trans = self.trans0 + dt
+        poses = full[: 6 * n].reshape(n, 6)
+        rot, left_jacobians = pose_rotations(poses[:, :3], self.rot0)
+        trans = self.trans0 + poses[:, 3:]
         points = full[self.point_offset :].reshape(-1, 3)
         params = [full[o : o + p.size] for o, p in zip(self.camera_offsets, self.params0)]
-        return rotvec, rot, trans, points, params
+        return rot, left_jacobians, trans, points, params
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """`[n_obs, 2]` projection minus keypoint, pixels."""
@@ -257,7 +247,7 @@ class _Problem:
         return self._evaluate(x, True)
 
     def _evaluate(self, x: np.ndarray, with_jacobian: bool) -> tuple:
-        rotvec, rot, trans, points, params = self.unpack(x)
+        rot, left_jacobians, trans, points, params = self.unpack(x)
         n_obs = len(self.obs_img)
         rotated, uv, inv_z = project(rot, trans, points, self.obs_img, self.obs_pt)
         residuals = np.empty((n_obs, 2))
@@ -269,9 +259,9 @@ class _Problem:
             sel, count = self.cam_obs[c], self.cam_counts[c]
             if count == 0:
                 continue
-            p = np.ascontiguousarray(np.broadcast_to(params[c], (count, params[c].size)))
-            fx, fy = p[:, model.focal_idxs[0]], p[:, model.focal_idxs[-1]]
-            cx, cy = p[:, model.principal_point_idxs[0]], p[:, model.principal_point_idxs[1]]
+            p = params[c]
+            fx, fy = p[model.focal_idxs[0]], p[model.focal_idxs[-1]]
+            cx, cy = p[model.principal_point_idxs[0]], p[model.principal_point_idxs[1]]
             distorted, j_dist, j_extra = _distortion_jacobians(model, p, uv[sel, 0], uv[sel, 1])
             residuals[sel, 0] = fx * distorted[:, 0] + cx - self.obs_xy[sel, 0]
             residuals[sel, 1] = fy * distorted[:, 1] + cy - self.obs_xy[sel, 1]
@@ -291,15 +281,14 @@ class _Problem:
             j_cam[:, 0, model.principal_point_idxs[0]] = 1.0
             j_cam[:, 1, model.principal_point_idxs[1]] = 1.0
             if model.extra_idxs:
-                j_cam[:, :, list(model.extra_idxs)] = np.stack([fx, fy], -1)[:, :, None] * j_extra
+                j_cam[:, :, list(model.extra_idxs)] = np.array([fx, fy])[None, :, None] * j_extra
             intrinsics.append((sel, self.col_of[self.camera_offsets[c] + free], j_cam[:, :, free]))
         if not with_jacobian:
             return (residuals,)
 
         pose_cols = self.col_of[: 6 * len(self.image_ids)].reshape(-1, 6)
         j_cam_side, cam_cols, j_point = pose_point_jacobians(
-            rotated, uv, inv_z, j_dist_all, focal_all, rot, _left_jacobian(rotvec), self.obs_img, pose_cols,
-            self.block_width,
+            rotated, uv, inv_z, j_dist_all, focal_all, rot, left_jacobians, self.obs_img, pose_cols, self.block_width,
         )  # fmt: skip
         # Only the free intrinsics take columns: with fixed intrinsics every block is 2 x 6.
         for obs, free_cols, values in intrinsics:
@@ -307,12 +296,16 @@ class _Problem:
             cam_cols[obs, 6 : 6 + free_cols.size] = free_cols
         return residuals, j_cam_side, cam_cols, j_point
 
-    def write_back(self, x: np.ndarray) -> None:
-        _, rot, trans, points, params = self.unpack(x)
+    def write_back(self, x: np.ndarray, point_errors: np.ndarray) -> None:
+        """Store the refined poses, points and intrinsics in the reconstruction, and each point's mean reprojection
+        error `point_errors [P]` (pixels)."""
+        rot, _, trans, points, params = self.unpack(x)
         for k, image_id in enumerate(self.image_ids):
             self.rec.images[image_id].cam_from_world = Rigid3(rot[k], trans[k])
-        for k, point_id in enumerate(self.point_ids):
-            self.rec.points3D[point_id].xyz = points[k].copy()
+        # Rows of one fresh array: each point's xyz is its own view, not shared with the solver's state.
+        for point, xyz, error in zip(self.points, points.copy(), point_errors.tolist()):
+            point.xyz = xyz
+            point.error = error
         for k, camera_id in enumerate(self.camera_ids):
             self.rec.cameras[camera_id].params = np.asarray(params[k], dtype=np.float64).copy()
 
@@ -350,12 +343,16 @@ def same_group_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
-def _levenberg_marquardt(problem: _Problem, x: np.ndarray, config: BundleAdjustmentConfig) -> tuple[np.ndarray, int, str]:
-    """Minimise the robust reprojection cost; returns (x, iterations, stop reason).
+def _levenberg_marquardt(
+    problem: _Problem, x: np.ndarray, config: BundleAdjustmentConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, str]:
+    """Minimise the robust reprojection cost; returns (x, initial and final squared pixel errors `[n_obs]`,
+    iterations, stop reason).
 
     Normal equations [[U, W], [W^T, V]] with V block-diagonal (one 3x3 block per point); the camera-side step
     solves the dense Schur complement S = U - W V^-1 W^T (`mapforge.sfm.ba_kernels`), then the points follow by
-    back substitution.
+    back substitution. Each candidate is linearised right away: almost every step is accepted, and an accepted
+    candidate's Jacobian is the next iteration's.
     """
     num_c = problem.num_camera_side
     num_points = len(problem.point_ids)
@@ -363,7 +360,8 @@ def _levenberg_marquardt(problem: _Problem, x: np.ndarray, config: BundleAdjustm
     point_starts = np.searchsorted(obs_pt, np.arange(num_points + 1))
 
     res, j_cs, cs_cols, j_pt = problem.linearize(x)
-    terms, weight = _loss((res**2).sum(-1), config)
+    sq = sq0 = (res**2).sum(-1)
+    terms, weight = _loss(sq, config)
     cost = terms.sum()
     lam, nu = 1e-4, 2.0
     reason = "maximum iterations reached"
@@ -387,29 +385,30 @@ def _levenberg_marquardt(problem: _Problem, x: np.ndarray, config: BundleAdjustm
             dp = point_steps(dc, g_p, w_obs, cs_cols, obs_pt, v_inv)
             step = np.concatenate([dc, dp.reshape(-1)])
             candidate = x + step
-            terms_new, _ = _loss((problem.residuals(candidate) ** 2).sum(-1), config)
+            linearized = problem.linearize(candidate)
+            sq_new = (linearized[0] ** 2).sum(-1)
+            terms_new, weight_new = _loss(sq_new, config)
             cost_new = terms_new.sum()
             if np.isfinite(cost_new) and cost_new < cost:
                 break
             lam *= nu
             nu *= 2
             if lam > 1e16:
-                return x, iteration, "no further decrease"
+                return x, sq0, sq, iteration, "no further decrease"
         # not np.linalg.norm: its BLAS dot starts threads that wait for busy cores, milliseconds per call
         small_step = np.sqrt(np.sum(step**2)) <= 1e-10 * (np.sqrt(np.sum(x**2)) + 1e-10)
         decrease = (cost - cost_new) / max(cost, 1e-300)
         x = candidate
         lam, nu = max(lam / 3.0, 1e-12), 2.0
-        res, j_cs, cs_cols, j_pt = problem.linearize(x)
-        terms, weight = _loss((res**2).sum(-1), config)
-        cost = terms.sum()
+        res, j_cs, cs_cols, j_pt = linearized
+        sq, weight, cost = sq_new, weight_new, cost_new
         if decrease < config.function_tolerance:
             reason = "function tolerance reached"
             break
         if small_step:
             reason = "step below tolerance"
             break
-    return x, iteration, reason
+    return x, sq0, sq, iteration, reason
 
 
 def refined_param_indices(model: str, config: BundleAdjustmentConfig) -> list[int]:
@@ -463,10 +462,10 @@ def bundle_adjust(
         point_ids = seen_ids[seen_ids >= 0].tolist()
     else:
         point_ids = sorted(set(point_ids))
+    tracks = [rec.points3D[point_id].track for point_id in point_ids]
     observing: set[int] = set()
-    if point_ids:
-        tracks = [rec.points3D[point_id].track[:, 0] for point_id in point_ids]
-        observing = set(np.unique(np.concatenate(tracks)).tolist())
+    if tracks:
+        observing = set(np.unique(np.concatenate(tracks)[:, 0]).tolist())
     constant = (observing - set(variable)) | (set(constant_image_ids or ()) & set(variable))
     problem_images = sorted(set(variable) | observing)
     if gauge_image_ids is None:
@@ -486,22 +485,17 @@ def bundle_adjust(
         for c in {rec.images[i].camera_id for i in problem_images}
         if c not in constant_cams
     }
-    problem = _Problem(rec, problem_images, point_ids, constant, refined, gauge)
+    problem = _Problem(rec, problem_images, point_ids, constant, refined, gauge, tracks)
     x0 = problem.full0[problem.free]
     num_obs = len(problem.obs_img)
     if num_obs == 0 or x0.size == 0:
         return BundleAdjustmentSummary(
             len(problem_images), len(point_ids), num_obs, int(x0.size), 0.0, 0.0, 0.0, 0.0, 0, 0.0, "nothing to refine"
         )
-    sq0 = (problem.residuals(x0) ** 2).sum(-1)
-    x, iterations, message = _levenberg_marquardt(problem, x0, config)
-    problem.write_back(x)
-    sq1 = (problem.residuals(x) ** 2).sum(-1)
+    x, sq0, sq1, iterations, message = _levenberg_marquardt(problem, x0, config)
     errors = np.sqrt(sq1)
     counts = np.maximum(np.bincount(problem.obs_pt, minlength=len(point_ids)), 1)
-    per_point = np.bincount(problem.obs_pt, errors, len(point_ids)) / counts
-    for k, point_id in enumerate(point_ids):
-        rec.points3D[point_id].error = float(per_point[k])
+    problem.write_back(x, np.bincount(problem.obs_pt, errors, len(point_ids)) / counts)
     return BundleAdjustmentSummary(
         num_images=len(problem_images),
         num_points=len(point_ids),

@@ -37,6 +37,7 @@ from mapforge.sfm.registration import (
     estimate_relative_pose,
     mean_focal,
 )
+from mapforge.sfm.track_kernels import triangulate_tracks
 from mapforge.sfm.tracks import Tracks, build_tracks
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class IncrementalMapper:
         }
         matches = {pair: np.asarray(g.matches, dtype=np.int64).reshape(-1, 2) for pair, g in self.geometries.items()}
         self.tracks: Tracks = build_tracks([len(f.keypoints) for f in features], matches)
+        # The track of each observation.
+        self.obs_track = np.repeat(np.arange(self.tracks.num_tracks), self.tracks.lengths())
         # One COLMAP camera per distinct Camera object.
         self.camera_id_of: list[int] = []
         self.cameras: dict[int, Camera] = {}
@@ -238,10 +241,18 @@ class IncrementalMapper:
 
     def _finish(self, model: _Model) -> None:
         self._global_refinement(model, final=True)
-        rec = model.rec
-        for point in rec.points3D.values():
-            colors = np.stack([self.features[int(i) - 1].colors[int(k)] for i, k in point.track]).astype(np.float64)
-            point.rgb = np.round(colors.mean(0)).astype(np.uint8)
+        points = list(model.rec.points3D.values())
+        if not points:
+            return
+        _, track, owner, _ = _gather_points(points)
+        colors = np.empty((len(track), 3))
+        for image_id in np.unique(track[:, 0]):
+            s = track[:, 0] == image_id
+            colors[s] = self.features[int(image_id) - 1].colors[track[s, 1]]
+        sums = np.stack([np.bincount(owner, colors[:, c], len(points)) for c in range(3)], axis=1)
+        rgb = np.round(sums / np.bincount(owner, minlength=len(points))[:, None]).astype(np.uint8)
+        for point, value in zip(points, rgb):
+            point.rgb = value
 
     # ------------------------------------------------------------------------------------------------------------
     # Initialisation
@@ -429,9 +440,9 @@ class IncrementalMapper:
         cfg = self.config
         registered = np.zeros(self.num_images, dtype=bool)
         registered[model.order] = True
-        tracks = self.tracks
+        tracks, obs_track = self.tracks, self.obs_track
         obs_reg = registered[tracks.image_idxs]
-        reg_count = np.add.reduceat(obs_reg.astype(np.int64), tracks.offsets[:-1]) if tracks.num_tracks else np.zeros(0, np.int64)
+        reg_count = np.bincount(obs_track[obs_reg], minlength=tracks.num_tracks)
         candidate = (model.track_point < 0) & (reg_count >= 2)
         if images is not None:
             touches = np.zeros(tracks.num_tracks, dtype=bool)
@@ -446,50 +457,31 @@ class IncrementalMapper:
         view_of = np.full(self.num_images, -1, dtype=np.int64)
         view_of[views] = np.arange(len(views))
         cams = np.stack([model.rec.images[v + 1].cam_from_world.matrix() for v in views])
-        focal = np.array([mean_focal(self._camera(v)) for v in views])
-        normalised = {int(v): self._camera(v).unproject(self.features[v].keypoints)[:, :2] for v in views}
+        focal_of = {camera_id: mean_focal(camera) for camera_id, camera in model.rec.cameras.items()}
+        focal = np.array([focal_of[self.camera_id_of[v]] for v in views])
 
-        obs_track = np.repeat(np.arange(tracks.num_tracks), tracks.lengths())
-        sel = candidate[obs_track] & obs_reg
-        col_of = np.full(tracks.num_tracks, -1, dtype=np.int64)
-        col_of[track_ids] = np.arange(track_ids.size)
-        cols = col_of[obs_track[sel]]
-        rows = view_of[tracks.image_idxs[sel]]
+        # The registered observations of the candidate tracks, grouped by track and in view order within each.
+        sel = np.flatnonzero(candidate[obs_track] & obs_reg)
+        sel = sel[np.lexsort((view_of[tracks.image_idxs[sel]], obs_track[sel]))]
+        obs_view = view_of[tracks.image_idxs[sel]]
         kps = tracks.keypoint_idxs[sel]
-        obs = np.zeros((len(views), track_ids.size, 2))
-        mask = np.zeros((len(views), track_ids.size), dtype=bool)
-        for v in np.unique(rows):
-            s = rows == v
-            obs[v, cols[s]] = normalised[int(views[v])][kps[s]]
-        mask[rows, cols] = True
-        mask &= np.isfinite(obs).all(-1)
-        obs = np.where(mask[..., None], obs, 0.0)
+        obs = np.empty((sel.size, 2))
+        for v in np.unique(obs_view):
+            s = obs_view == v
+            image = int(views[v])
+            obs[s] = self._camera(image).unproject(self.features[image].keypoints[kps[s]])[:, :2]
+        starts = np.searchsorted(obs_track[sel], np.r_[track_ids, tracks.num_tracks])
 
-        # Triangulate, drop observations that do not fit, re-triangulate from the rest (up to three rounds); the
-        # observations kept are those that fit the final point.
-        for _ in range(3):
-            with np.errstate(all="ignore"):  # tracks at infinity come back NaN and are dropped below
-                # Linear (DLT) only, as COLMAP: bundle adjustment refines the points right after.
-                points = triangulate_points(cams, obs, mask, refine=False)
-            p_cam = np.einsum("vij,nj->vni", cams[:, :, :3], points) + cams[:, None, :, 3]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                err = np.linalg.norm(p_cam[..., :2] / p_cam[..., 2:] - obs, axis=-1) * focal[:, None]
-            inlier = mask & (p_cam[..., 2] > 0) & (err < cfg.tri_max_error)
-            converged = np.array_equal(inlier, mask)
-            mask = inlier
-            if converged:
-                break
-        ok = np.isfinite(points).all(1) & (mask.sum(0) >= 2)
-        angles = triangulation_angles(camera_centers(cams), np.where(ok[:, None], points, 0.0), mask)
-        ok &= angles >= cfg.tri_min_angle
-        keypoint_of = np.full(mask.shape, -1, dtype=np.int64)
-        keypoint_of[rows, cols] = kps
-        created = np.flatnonzero(ok)
-        for n in created:
-            vs = np.flatnonzero(mask[:, n])
-            observations = np.stack([views[vs] + 1, keypoint_of[vs, n]], axis=1)
-            self._add_point(model, int(track_ids[n]), points[n], observations)
-        return int(created.size)
+        # Triangulate, drop observations that do not fit, re-triangulate from the rest (up to three rounds). Linear
+        # (DLT) only, as COLMAP: bundle adjustment refines the points right after.
+        points, keep, angles = triangulate_tracks(cams, camera_centers(cams), focal, obs, obs_view, starts,
+                                                  cfg.tri_max_error, 3)  # fmt: skip
+        num_kept = np.add.reduceat(keep.astype(np.int64), starts[:-1])
+        created = np.isfinite(points).all(1) & (num_kept >= 2) & (angles >= cfg.tri_min_angle)
+        kept = keep & np.repeat(created, np.diff(starts))
+        observations = np.stack([views[obs_view[kept]] + 1, kps[kept]], axis=1)
+        self._add_points(model, track_ids[created], points[created], observations, num_kept[created])
+        return int(created.sum())
 
     def _continue_tracks(self, model: _Model, image: int) -> None:
         """Add `image`'s observations of already triangulated tracks that reproject within `tri_max_error`."""
@@ -524,23 +516,20 @@ class IncrementalMapper:
     def _local_refinement(self, model: _Model, image: int) -> None:
         rec = model.rec
         image_id = image + 1
-        # The new image and the registered images sharing the most points with it.
-        shared: dict[int, int] = {}
-        for point_id in rec.images[image_id].point3D_ids[rec.images[image_id].point3D_ids >= 0]:
-            for other in rec.points3D[int(point_id)].track[:, 0]:
-                if other != image_id:
-                    shared[int(other)] = shared.get(int(other), 0) + 1
-        neighbours = sorted(shared, key=lambda k: -shared[k])[: self.config.local_ba_num_images - 1]
-        variable = [image_id] + neighbours
-        point_ids: set[int] = set()
-        for v in variable:
-            ids = rec.images[v].point3D_ids
-            point_ids.update(int(p) for p in ids[ids >= 0])
+        # The new image and the registered images sharing the most points with it (ties: first met first).
+        ids = rec.images[image_id].point3D_ids
+        others = np.concatenate([rec.points3D[int(p)].track[:, 0] for p in ids[ids >= 0]] or [np.zeros(0, np.int64)])
+        others = others[others != image_id]
+        candidates, first, shared = np.unique(others, return_index=True, return_counts=True)
+        order = np.lexsort((first, -shared))[: self.config.local_ba_num_images - 1]
+        variable = [image_id] + candidates[order].tolist()
+        seen = np.concatenate([rec.images[v].point3D_ids for v in variable])
+        point_ids = np.unique(seen[seen >= 0]).tolist()
         # Keep the two oldest images fixed whenever they take part: they define the gauge, as in COLMAP.
         anchors = {o + 1 for o in model.order[:2]}
-        bundle_adjust(rec, self.ba_local, variable, sorted(point_ids), constant_image_ids=anchors & set(variable),
+        bundle_adjust(rec, self.ba_local, variable, point_ids, constant_image_ids=anchors & set(variable),
                       constant_camera_ids=set(rec.cameras))  # fmt: skip
-        self._filter(model, sorted(point_ids))
+        self._filter(model, point_ids)
 
     def _global_refinement(self, model: _Model, final: bool = False) -> None:
         """Global bundle adjustment, filtering, track completion and re-triangulation. While the model grows one
@@ -570,34 +559,33 @@ class IncrementalMapper:
         ids = list(rec.points3D) if point_ids is None else [p for p in point_ids if p in rec.points3D]
         if not ids:
             return 0
-        lengths = np.array([len(rec.points3D[p].track) for p in ids])
-        track = np.concatenate([rec.points3D[p].track for p in ids])
-        owner = np.repeat(np.arange(len(ids)), lengths)
-        xyz = np.stack([rec.points3D[p].xyz for p in ids])
+        points = [rec.points3D[p] for p in ids]
+        xyz, track, owner, starts = _gather_points(points)
         error = np.empty(len(track))
         for image_id in np.unique(track[:, 0]):
             s = track[:, 0] == image_id
             error[s] = self._errors(model, int(image_id) - 1, track[s, 1], xyz[owner[s]])
         bad = ~(error <= self.config.filter_max_reproj_error)
-        removed = 0
         for n in np.unique(owner[bad]):
-            point_id = ids[n]
-            for image_id, keypoint in track[(owner == n) & bad]:
-                self._remove_observation(model, point_id, int(image_id), int(keypoint))
-                removed += 1
-        for point_id in ids:
-            point = rec.points3D.get(point_id)
-            if point is None:
-                continue
-            if len(point.track) < 2:
-                removed += len(point.track)
-                self._delete_point(model, point_id)
-        survivors = [p for p in ids if p in rec.points3D]
-        if survivors:
-            angles = _max_track_angles(rec, survivors)
-            for p in np.asarray(survivors)[angles < self.config.filter_min_tri_angle]:
-                removed += len(rec.points3D[int(p)].track)
-                self._delete_point(model, int(p))
+            own = slice(starts[n], starts[n + 1])
+            points[n].track = track[own][~bad[own]]
+            for image_id, keypoint in track[own][bad[own]]:
+                rec.images[int(image_id)].point3D_ids[int(keypoint)] = -1
+        removed = int(bad.sum())
+        remaining = np.bincount(owner[~bad], minlength=len(ids))
+        short = remaining < 2
+        kept = ~bad & ~short[owner]
+        centres = np.zeros((max(rec.images) + 1, 3))
+        for image_id, image in rec.images.items():
+            centres[image_id] = image.center
+        angles = np.full(len(ids), np.inf)
+        if kept.any():
+            survivors = np.flatnonzero(~short)
+            _, survivor_owner = np.unique(owner[kept], return_inverse=True)
+            angles[survivors] = _max_track_angles(xyz[survivors], centres[track[kept, 0]], survivor_owner)
+        for n in np.flatnonzero(short | (angles < self.config.filter_min_tri_angle)):
+            removed += int(remaining[n])
+            self._delete_point(model, ids[n])
         return removed
 
     # ------------------------------------------------------------------------------------------------------------
@@ -617,26 +605,27 @@ class IncrementalMapper:
         )
         model.order.append(image)
 
-    def _add_point(self, model: _Model, track: int, xyz: np.ndarray, observations: np.ndarray) -> None:
-        """A new point from `observations [M, 2]` of (image id, keypoint index)."""
-        point_id = model.next_point_id
-        model.next_point_id += 1
-        model.rec.points3D[point_id] = Point3D(xyz, track=np.asarray(observations, dtype=np.int64))
-        for image_id, keypoint in observations:
-            model.rec.images[int(image_id)].point3D_ids[int(keypoint)] = point_id
-        model.track_point[track] = point_id
-        model.point_track[point_id] = track
+    def _add_points(
+        self, model: _Model, tracks: np.ndarray, xyz: np.ndarray, observations: np.ndarray, lengths: np.ndarray
+    ) -> None:
+        """New points of `tracks [P]` at `xyz [P, 3]`, observed by `observations [M, 2]` (image id, keypoint index)
+        grouped by point, `lengths [P]` each."""
+        point_ids = model.next_point_id + np.arange(len(tracks))
+        model.next_point_id += len(tracks)
+        ends = np.cumsum(lengths)
+        for point_id, position, start, end in zip(point_ids.tolist(), xyz, (ends - lengths).tolist(), ends.tolist()):
+            model.rec.points3D[point_id] = Point3D(position, track=observations[start:end])
+        owner = np.repeat(point_ids, lengths)
+        for image_id in np.unique(observations[:, 0]):
+            s = observations[:, 0] == image_id
+            model.rec.images[int(image_id)].point3D_ids[observations[s, 1]] = owner[s]
+        model.track_point[tracks] = point_ids
+        model.point_track.update(zip(point_ids.tolist(), tracks.tolist()))
 
     def _add_observation(self, model: _Model, point_id: int, image_id: int, keypoint: int) -> None:
         point = model.rec.points3D[point_id]
         point.track = np.concatenate([point.track, [[image_id, keypoint]]]).astype(np.int64)
         model.rec.images[image_id].point3D_ids[keypoint] = point_id
-
-    def _remove_observation(self, model: _Model, point_id: int, image_id: int, keypoint: int) -> None:
-        point = model.rec.points3D[point_id]
-        keep = ~((point.track[:, 0] == image_id) & (point.track[:, 1] == keypoint))
-        point.track = point.track[keep]
-        model.rec.images[image_id].point3D_ids[keypoint] = -1
 
     def _delete_point(self, model: _Model, point_id: int) -> None:
         point = model.rec.points3D.pop(point_id)
@@ -646,19 +635,29 @@ class IncrementalMapper:
         model.track_point[track] = -1
 
 
-def _max_track_angles(rec: Reconstruction, point_ids: list[int]) -> np.ndarray:
-    """`[P]` largest angle (degrees) between the rays from two observing camera centres to each point."""
-    centres = {i: image.center for i, image in rec.images.items()}
-    lengths = np.array([len(rec.points3D[p].track) for p in point_ids])
-    image_ids = np.concatenate([rec.points3D[p].track[:, 0] for p in point_ids])
-    owner = np.repeat(np.arange(len(point_ids)), lengths)
-    xyz = np.stack([rec.points3D[p].xyz for p in point_ids])
-    rays = xyz[owner] - np.stack([centres[int(i)] for i in image_ids])
+def _gather_points(points: list[Point3D]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Positions `[P, 3]`, concatenated tracks `[M, 2]` (image id, keypoint), the point of each observation `[M]` and
+    the track offsets `[P + 1]` (point n owns observations `starts[n]:starts[n + 1]`)."""
+    lengths = np.array([len(p.track) for p in points], dtype=np.int64)
+    starts = np.zeros(len(points) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    track = np.concatenate([p.track for p in points]) if points else np.zeros((0, 2), np.int64)
+    xyz = np.array([p.xyz for p in points]).reshape(-1, 3)
+    return xyz, track, np.repeat(np.arange(len(points)), lengths), starts
+
+
+def _max_track_angles(xyz: np.ndarray, centres: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """`[P]` largest angle (degrees) between the rays from two observing camera centres to each point.
+
+    `xyz [P, 3]` points; `centres [M, 3]` the camera centre of each observation, grouped by point as `owner [M]`
+    (sorted; every point has at least one observation).
+    """
+    rays = xyz[owner] - centres
     rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-300)
     a, b = same_group_pairs(owner)
     cos = np.einsum("ni,ni->n", rays[a], rays[b])
     # Pairs are grouped by owner (a runs through each point's observations in order).
-    starts = np.searchsorted(owner[a], np.arange(len(point_ids)))
+    starts = np.searchsorted(owner[a], np.arange(len(xyz)))
     min_cos = np.minimum.reduceat(cos, starts)
     return np.degrees(np.arccos(np.clip(min_cos, -1.0, 1.0)))
 

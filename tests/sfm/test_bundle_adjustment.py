@@ -10,7 +10,7 @@ from mapforge.geometry.alignment import umeyama
 from mapforge.geometry.rotations import axis_angle_to_matrix, rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
-from mapforge.sfm.ba_kernels import normal_equations, point_steps, reduced_camera_system
+from mapforge.sfm.ba_kernels import normal_equations, point_steps, pose_rotations, reduced_camera_system
 from mapforge.sfm.bundle_adjustment import BundleAdjustmentConfig, _Problem, bundle_adjust, refined_param_indices
 
 
@@ -173,3 +173,21 @@ def test_unknown_loss_is_rejected():
     rec = _scene(Camera("PINHOLE", 640, 480, [500.0, 500.0, 320.0, 240.0]), num_images=2, num_points=10)
     with pytest.raises(InputError, match="loss"):
         bundle_adjust(rec, BundleAdjustmentConfig(loss="tukey"))
+
+
+def test_pose_rotations_and_left_jacobians(rng):
+    # Increments around zero (the Taylor branches), small and large.
+    rotvec = np.concatenate([np.zeros((1, 3)), rng.normal(0, 1e-6, (3, 3)), rng.normal(0, 0.5, (6, 3))])
+    rot0 = axis_angle_to_matrix(rng.normal(0, 1, (len(rotvec), 3)))
+    rot, left = pose_rotations(rotvec, rot0)
+    np.testing.assert_allclose(rot, axis_angle_to_matrix(rotvec) @ rot0, atol=1e-15)
+    # exp(r + e) = exp(J_l(r) e) exp(r) to first order in e.
+    h = 1e-6
+    for k in range(len(rotvec)):
+        for axis in range(3):
+            step = np.zeros(3)
+            step[axis] = h
+            plus = axis_angle_to_matrix(rotvec[k] + step) @ axis_angle_to_matrix(rotvec[k]).T
+            minus = axis_angle_to_matrix(rotvec[k] - step) @ axis_angle_to_matrix(rotvec[k]).T
+            d = (plus - minus) / (2 * h)  # the cross-product matrix of J_l e_axis
+            np.testing.assert_allclose([d[2, 1], d[0, 2], d[1, 0]], left[k][:, axis], atol=1e-8)

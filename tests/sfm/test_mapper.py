@@ -11,7 +11,8 @@ from mapforge.errors import ReconstructionError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.metrics.pose import evaluate_poses
 from mapforge.scene import Camera
-from mapforge.sfm.mapper import MapperConfig, incremental_mapping
+from mapforge.geometry.triangulation import triangulation_angles
+from mapforge.sfm.mapper import MapperConfig, _max_track_angles, incremental_mapping
 from mapforge.sfm.registration import estimate_absolute_pose, estimate_pose_from_relative, estimate_relative_pose
 
 
@@ -255,3 +256,13 @@ def test_mapper_errors_clearly():
         incremental_mapping(features, {}, cameras, MapperConfig(), names)
     with pytest.raises(ReconstructionError, match="initial image pair"):
         incremental_mapping(features, geometries, cameras, MapperConfig(init_min_num_inliers=100000), names)
+
+
+def test_max_track_angles_match_dense_angles(rng):
+    centres = rng.normal(0, 3, (6, 3))
+    points = rng.normal(0, 1, (50, 3))
+    mask = rng.random((6, 50)) < 0.6
+    mask[:2] = True  # every point seen at least twice
+    owner, views = np.nonzero(mask.T)  # grouped by point
+    angles = _max_track_angles(points, centres[views], owner)
+    np.testing.assert_allclose(angles, triangulation_angles(centres, points, mask), atol=1e-6)
