@@ -40,6 +40,13 @@ class NeRFField(nn.Module):
         self.feature = nn.Linear(width, width)
         self.direction_layer = nn.Linear(width + self.direction_encoding.out_dim, direction_width)
         self.rgb = nn.Linear(direction_width, 3)
+        # The paper's code initialises every layer Glorot-uniform with zero bias. PyTorch's default (uniform
+        # bias, smaller weights) shrinks the 8-layer trunk's output until the density is the output bias alone:
+        # negative for most seeds, so the ReLU density is zero everywhere and never receives a gradient.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def _trunk(self, positions: torch.Tensor) -> torch.Tensor:
         encoded = self.position_encoding(positions)

@@ -73,13 +73,22 @@ class TrainConfig:
 class NeRFConfig(TrainConfig):
     """The original NeRF. Defaults are the paper's (Adam 5e-4 decaying to 5e-5, 64 + 128 samples, perturbed
     sampling, 8 layers of 256) except `batch_rays` 1024 (paper 4096) and `steps` 200k (paper 100k-300k) to suit
-    a CPU batch."""
+    a CPU batch.
+
+    Attributes:
+        precrop_steps, precrop_fraction: for the first `precrop_steps` steps, rays come only from the central
+            `precrop_fraction` of each image's width and height (the reference code's lego setting: 500 and 0.5).
+            Over a white background, rays that see only background can otherwise push the ReLU density below
+            zero everywhere before the object is learnt, and a zero density gets no gradient back. 0: off.
+    """
 
     steps: int = 200_000
     num_coarse: int = 64
     num_fine: int = 128
     depth: int = 8
     width: int = 256
+    precrop_steps: int = 500
+    precrop_fraction: float = 0.5
 
     model = "nerf"
 
@@ -320,14 +329,27 @@ def _resized(dataset: Dataset, index: int, scale: float) -> tuple[np.ndarray, Ca
     return image.astype(np.float32), camera
 
 
-def _training_rays(dataset: Dataset, setup: SceneSetup, scale: float) -> dict[str, torch.Tensor]:
+def _training_rays(
+    dataset: Dataset, setup: SceneSetup, scale: float, crop_fraction: float = 0.0
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every training pixel's ray and colour, and the indices `[C]` of the rays in the central `crop_fraction` of
+    each image's width and height (empty when 0)."""
     parts: dict[str, list[torch.Tensor]] = {"origins": [], "directions": [], "near": [], "far": [], "rgb": []}
+    central: list[torch.Tensor] = []
+    offset = 0
     for i in tqdm(dataset.split["train"], desc="preparing rays", unit="image", leave=False, disable=None):
         image, camera = _resized(dataset, i, scale)
         o, d, near, far = model_rays(setup, camera, dataset.cam_from_world[i])
         for key, value in zip(parts, (o, d, near, far, torch.from_numpy(image.reshape(-1, 3)))):
             parts[key].append(value)
-    return {key: torch.cat(values) for key, values in parts.items()}
+        if crop_fraction > 0:
+            h, w = camera.height, camera.width
+            rows = torch.arange(h)[(torch.arange(h) + 0.5 - h / 2).abs() < crop_fraction * h / 2]
+            cols = torch.arange(w)[(torch.arange(w) + 0.5 - w / 2).abs() < crop_fraction * w / 2]
+            central.append(offset + (rows[:, None] * w + cols[None, :]).reshape(-1))
+        offset += o.shape[0]
+    crop = torch.cat(central) if central else torch.zeros(0, dtype=torch.long)
+    return {key: torch.cat(values) for key, values in parts.items()}, crop
 
 
 @torch.no_grad()
@@ -529,7 +551,8 @@ def train(
                                                   "setup": setup.to_dict(), **(extra or {})})
 
     setup_start = time.time()
-    rays = _training_rays(dataset, setup, config.image_scale)
+    precrop_steps = config.precrop_steps if isinstance(config, NeRFConfig) else 0
+    rays, crop = _training_rays(dataset, setup, config.image_scale, config.precrop_fraction if precrop_steps else 0.0)
     setup_seconds = time.time() - setup_start
     num_rays_total = rays["rgb"].shape[0]
     background = None if setup.background is None else torch.tensor(setup.background, dtype=torch.float32, device=device)
@@ -553,7 +576,10 @@ def train(
         if fast and step > 0 and step % config.grid_update_every == 0:
             fraction = 1.0 if step < config.grid_warmup_steps else config.grid_update_fraction
             model.update_grid(fraction, config.grid_threshold)
-        index = torch.randint(num_rays_total, (batch_rays,), generator=generator)
+        if step < precrop_steps and len(crop):
+            index = crop[torch.randint(len(crop), (batch_rays,), generator=generator)]
+        else:
+            index = torch.randint(num_rays_total, (batch_rays,), generator=generator)
         batch = {key: value[index].to(device) for key, value in rays.items()}
         outputs = model.render_rays(batch["origins"], batch["directions"], batch["near"], batch["far"], background, perturb=True)
         loss = model.loss(outputs, batch["rgb"])
