@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a NeRF on a posed data set",
         description="Train a radiance field on DATA (Blender scene, nerfstudio/instant-ngp transforms.json, COLMAP "
         "project as `mapforge sfm` writes it, LLFF, ...). OUT receives checkpoint.pt, config.json, history.json, "
-        "metrics.json (test PSNR/SSIM) and renders/test/*.png.",
+        "training_curve.svg, metrics.json (test PSNR/SSIM) and renders/test/*.png.",
     )
     train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
     train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")

@@ -482,6 +482,18 @@ def _write_json(path: Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _write_training_curve(path: Path, history: list[dict], model: str) -> None:
+    """An SVG chart of the training PSNR in `history` against iterations (opens in any browser)."""
+    from mapforge.report.svg import Series, line_chart
+
+    x = np.array([entry["iteration"] for entry in history], dtype=np.float64)
+    y = np.array([entry["psnr"] for entry in history], dtype=np.float64)
+    chart = line_chart([Series("training PSNR", x, y)], f"{model} NeRF training", "iteration", "PSNR (dB)",
+                       width=720, height=300)
+    with atomic_path(path) as tmp:
+        tmp.write_text(chart + "\n")
+
+
 def _read_history(path: Path, up_to: int) -> list[dict]:
     """The history entries of an earlier run up to iteration `up_to` (for resume); empty when unreadable."""
     try:
@@ -505,7 +517,8 @@ def train(
     With `output_dir`, writes there (the same layout as the splatting stage): `checkpoint.pt` every
     `config.checkpoint_every` steps and at the end, `config.json` (config, scene set-up and `extra`, e.g. the data
     path and downscale), `history.json` (`[{iteration, loss, psnr, seconds}]` every `config.log_every` steps: mean
-    training loss and the PSNR of the mean squared error over those steps, training seconds), the test renders
+    training loss and the PSNR of the mean squared error over those steps, training seconds) and its chart
+    `training_curve.svg` at the end, the test renders
     under `renders/test/` and `metrics.json` (test PSNR/SSIM overall and per view, iterations, training, data
     set-up and evaluation seconds, density samples per second of training; LPIPS with `config.lpips_weights`).
     `resume` continues from the checkpoint there (steps, optimiser, training clock and history;
@@ -617,6 +630,7 @@ def train(
     if checkpoint is not None:
         save_checkpoint(checkpoint, model, optimizer, config, setup, step, {"batch_rays": batch_rays, "seconds": train_seconds})
         _write_json(output_dir / "history.json", history)
+        _write_training_curve(output_dir / "training_curve.svg", history, config.model)
 
     test = dataset.split.get("test") or []
     if config.eval_views is not None and len(test) > config.eval_views:

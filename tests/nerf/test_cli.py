@@ -28,7 +28,8 @@ def test_train_render_export(scene, tmp_path):
     out = tmp_path / "run"
     settings = [arg for item in TINY for arg in ("--set", item)]
     assert cli.main(["nerf", "train", str(scene), "-o", str(out), "--iterations", "3", *settings]) == 0
-    for name in ("checkpoint.pt", "config.json", "history.json", "metrics.json", "renders/test/000.png"):
+    outputs = ("checkpoint.pt", "config.json", "history.json", "training_curve.svg", "metrics.json", "renders/test/000.png")
+    for name in outputs:
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations"] == 3 and metrics["count"] == 1 and np.isfinite(metrics["psnr"])
