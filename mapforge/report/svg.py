@@ -1,6 +1,8 @@
-"""Small inline-SVG charts for the HTML report: line charts, histograms, horizontal bars and 2D trajectories.
+"""Small SVG charts for the HTML report and run folders: line charts, histograms, horizontal bars and 2D
+trajectories.
 
-Each function returns one `<svg>` element as a string, sized in CSS pixels, with axes, ticks and a legend.
+Each function returns one `<svg>` element as a string, sized in CSS pixels, with axes, ticks and a legend; it is
+well-formed XML with the SVG namespace, so it also stands alone as an `.svg` file.
 """
 
 from __future__ import annotations
@@ -79,10 +81,11 @@ class _Frame:
 
 def _open(width: int, height: int, title: str) -> list[str]:
     return [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{escape(title)}" class="chart">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{width / 2:.1f}" y="16" text-anchor="middle" {_FONT} font-size="13" font-weight="bold">'
+        f'<text x="{width / 2:.1f}" y="16" text-anchor="middle" font-family="sans-serif" font-size="13" '
+        f'font-weight="bold">'
         f"{escape(title)}</text>",
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ def test_train_render_export(scene, tmp_path):
     outputs = ("checkpoint.pt", "config.json", "history.json", "training_curve.svg", "metrics.json", "renders/test/000.png")
     for name in outputs:
         assert (out / name).is_file(), name
+    assert ElementTree.parse(out / "training_curve.svg").getroot().tag == "{http://www.w3.org/2000/svg}svg"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations"] == 3 and metrics["count"] == 1 and np.isfinite(metrics["psnr"])
     assert "lpips" not in metrics

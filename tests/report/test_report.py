@@ -4,6 +4,7 @@ import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from mapforge.errors import InputError
 from mapforge.report import RunFolder, write_report
 from mapforge.report.html import top_down
-from mapforge.report.svg import nice_ticks
+from mapforge.report.svg import Series, histogram, horizontal_bars, line_chart, nice_ticks, trajectory_plot
 from tests.report.run_fixture import make_run_folder
 
 
@@ -134,3 +135,18 @@ def test_nice_ticks_and_top_down() -> None:
     tilted = np.array([0.0, np.sin(0.7), np.cos(0.7)])
     xy, _ = top_down(np.random.default_rng(0).normal(size=(10, 3)), tilted)
     assert xy.shape == (10, 2)
+
+
+def test_charts_are_standalone_svg_files() -> None:
+    # Run folders save charts as .svg files: they must be well-formed XML in the SVG namespace, not only
+    # something an HTML parser tolerates.
+    rng = np.random.default_rng(0)
+    charts = [
+        line_chart([Series("a <b>", np.arange(5.0), rng.random(5))], "PSNR & loss", "iteration", "dB"),
+        histogram(rng.random(50), "errors", "px"),
+        horizontal_bars(["sfm", "splat"], [1.0, 2.0], "time", "s"),
+        trajectory_plot(rng.random((4, 2)), "cameras", rng.random((4, 2))),
+    ]
+    for chart in charts:
+        root = ElementTree.fromstring(chart)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
