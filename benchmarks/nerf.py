@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import resource
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from mapforge.datasets import load_dataset  # noqa: E402
 from mapforge.io.atomic import atomic_path  # noqa: E402
+from mapforge.metrics.image import psnr  # noqa: E402
 from mapforge.nerf.trainer import NeRFConfig, evaluate, make_config, model_rays, train  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "blender_lego_400"
@@ -72,12 +72,12 @@ def pixel_psnr(model: torch.nn.Module, setup, dataset, views: list[int], stride:
         rows, cols = np.arange(stride // 2, height, stride), np.arange(stride // 2, width, stride)
         pixels = torch.from_numpy((rows[:, None] * width + cols[None, :]).ravel())
         o, d, near, far = (t[pixels] for t in model_rays(setup, dataset.cameras[i], dataset.cam_from_world[i]))
-        target = torch.from_numpy(image[rows[:, None], cols[None, :]].reshape(-1, 3))
+        target = image[rows[:, None], cols[None, :]]
         with torch.no_grad():
             rgb = torch.cat([model.final(model.render_rays(o[s : s + 1024], d[s : s + 1024], near[s : s + 1024],
                                                            far[s : s + 1024], background)).rgb.clamp(0, 1)
                              for s in range(0, o.shape[0], 1024)])
-        values.append(-10.0 * math.log10(max(float(torch.mean((rgb - target) ** 2)), 1e-10)))
+        values.append(float(psnr(rgb.view(target.shape).numpy(), target)))
     model.train()
     return float(np.mean(values))
 

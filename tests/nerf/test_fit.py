@@ -91,7 +91,7 @@ def test_nerf_density_is_alive_at_initialisation():
         assert (density > 0).float().mean() > 0.2
 
 
-def test_precrop_draws_central_rays_first():
+def test_precrop_indices_are_the_central_pixels():
     dataset = sphere_dataset(1, 16)
     rays, crop = _training_rays(dataset, SceneSetup(aabb=np.array([[-1.0] * 3, [1.0] * 3])), 1.0, 0.5)
     assert rays["rgb"].shape == (256, 3)
