@@ -19,6 +19,7 @@ import numpy as np
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path
+from mapforge.io.colmap import write_model
 from mapforge.report.run_folder import RunFolder
 from mapforge.scene import Reconstruction
 
@@ -46,7 +47,7 @@ def _check_suffix(dest: Path, fmt: str) -> None:
 def export_colmap(out_dir: str | Path, dest: str | Path, text: bool = False) -> Path:
     """Write the run's sparse model to the folder `dest` (COLMAP binary, or text with `text`). Returns `dest`."""
     rec = _require_model(RunFolder(out_dir))
-    return rec.write(dest, "txt" if text else "bin")
+    return write_model(rec, dest, "txt" if text else "bin")
 
 
 def export_nerfstudio(out_dir: str | Path, dest: str | Path) -> Path:

@@ -7,11 +7,11 @@ Mirrors COLMAP's model (and pycolmap's names): ids are the keys of the reconstru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from mapforge.errors import InputError
+from mapforge.geometry.cameras import CAMERA_MODELS, calibration_matrix, project, scale_params, unproject
 from mapforge.geometry.transforms import Rigid3
 
 
@@ -25,8 +25,6 @@ class Camera:
     params: np.ndarray
 
     def __post_init__(self) -> None:
-        from mapforge.geometry.cameras import CAMERA_MODELS
-
         if self.model not in CAMERA_MODELS:
             raise InputError(f"unknown camera model {self.model!r} (known: {', '.join(CAMERA_MODELS)})")
         self.params = np.asarray(self.params, dtype=np.float64).reshape(-1)
@@ -38,32 +36,22 @@ class Camera:
     @property
     def K(self) -> np.ndarray:
         """The `[3, 3]` calibration matrix (focal lengths and principal point; distortion is not in it)."""
-        from mapforge.geometry.cameras import calibration_matrix
-
         return calibration_matrix(self.model, self.params)
 
     @property
     def has_distortion(self) -> bool:
-        from mapforge.geometry.cameras import CAMERA_MODELS
-
         return not CAMERA_MODELS[self.model].pinhole
 
     def project(self, points_cam: np.ndarray) -> np.ndarray:
         """Camera-frame points `[N, 3]` to pixels `[N, 2]`."""
-        from mapforge.geometry.cameras import project
-
         return project(self.model, self.params, points_cam)
 
     def unproject(self, pixels: np.ndarray) -> np.ndarray:
         """Pixels `[N, 2]` to camera-frame rays `[N, 3]` with z = 1 (not normalised)."""
-        from mapforge.geometry.cameras import unproject
-
         return unproject(self.model, self.params, pixels)
 
     def scaled(self, factor: float) -> Camera:
         """The same camera for an image resized by `factor` (e.g. 0.5 for half size)."""
-        from mapforge.geometry.cameras import scale_params
-
         width = int(round(self.width * factor))
         height = int(round(self.height * factor))
         return Camera(self.model, width, height, scale_params(self.model, self.params, width / self.width, height / self.height))
@@ -125,19 +113,6 @@ class Reconstruction:
     cameras: dict[int, Camera] = field(default_factory=dict)
     images: dict[int, Image] = field(default_factory=dict)
     points3D: dict[int, Point3D] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: str | Path) -> Reconstruction:
-        """Read a COLMAP model folder (binary or text, with or without COLMAP 4's rigs and frames files)."""
-        from mapforge.io.colmap import read_model
-
-        return read_model(path)
-
-    def write(self, path: str | Path, format: str = "bin") -> Path:
-        """Write a COLMAP model folder, `format` "bin" or "txt". Returns the folder."""
-        from mapforge.io.colmap import write_model
-
-        return write_model(self, path, format)
 
     def image_by_name(self, name: str) -> tuple[int, Image]:
         for image_id, image in self.images.items():

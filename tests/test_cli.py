@@ -11,6 +11,7 @@ import pytest
 
 from mapforge.cli import main
 from mapforge.geometry.transforms import Rigid3
+from mapforge.io.colmap import read_model, write_model
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
 
 
@@ -33,7 +34,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_model_info_and_convert(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    small_model().write(tmp_path / "bin", "bin")
+    write_model(small_model(), tmp_path / "bin", "bin")
     assert main(["model", "info", str(tmp_path / "bin")]) == 0
     out = capsys.readouterr().out
     assert "Points" in out and "20" in out and "Mean track length" in out
@@ -41,7 +42,7 @@ def test_model_info_and_convert(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert (tmp_path / "txt" / "points3D.txt").is_file()
     assert main(["model", "convert", str(tmp_path / "txt"), str(tmp_path / "points.ply"), "--format", "ply"]) == 0
     assert (tmp_path / "points.ply").stat().st_size > 0
-    back = Reconstruction.read(tmp_path / "txt")
+    back = read_model(tmp_path / "txt")
     assert len(back.points3D) == 20 and np.allclose(back.reprojection_errors(), 0, atol=1e-6)
 
 
@@ -57,19 +58,19 @@ def test_missing_model_folder(tmp_path: Path) -> None:
 
 
 def test_malformed_model(tmp_path: Path) -> None:
-    small_model().write(tmp_path / "m", "txt")
+    write_model(small_model(), tmp_path / "m", "txt")
     (tmp_path / "m" / "cameras.txt").write_text("1 PINHOLE 640 480 500\n")
     assert_one_line_error(run_cli("model", "info", str(tmp_path / "m")))
 
 
 def test_unknown_camera_model(tmp_path: Path) -> None:
-    small_model().write(tmp_path / "m", "txt")
+    write_model(small_model(), tmp_path / "m", "txt")
     (tmp_path / "m" / "cameras.txt").write_text("1 NOT_A_MODEL 640 480 500 320 240\n")
     assert_one_line_error(run_cli("model", "info", str(tmp_path / "m")))
 
 
 def test_truncated_binary(tmp_path: Path) -> None:
-    small_model().write(tmp_path / "m", "bin")
+    write_model(small_model(), tmp_path / "m", "bin")
     data = (tmp_path / "m" / "images.bin").read_bytes()
     (tmp_path / "m" / "images.bin").write_bytes(data[: len(data) // 2])
     assert_one_line_error(run_cli("model", "info", str(tmp_path / "m")))

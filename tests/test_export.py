@@ -11,10 +11,10 @@ from mapforge.cli import main
 from mapforge.errors import InputError
 from mapforge.export import VideoConfig, camera_path, export, export_video
 from mapforge.geometry.rotations import rotation_angle_deg
+from mapforge.io.colmap import read_model
 from mapforge.io.gaussians import read_gaussian_ply, read_splat
 from mapforge.io.ply import write_mesh
 from mapforge.io.transforms_json import read_transforms
-from mapforge.scene import Reconstruction
 from tests.report.run_fixture import make_run_folder
 
 # The fields nerfstudio's data parser reads from a transforms.json (its documented custom-data format).
@@ -28,7 +28,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_colmap_export_loads_in_pycolmap(run: Path, tmp_path: Path) -> None:
     pycolmap = pytest.importorskip("pycolmap")
-    original = Reconstruction.read(run / "sfm" / "sparse" / "0")
+    original = read_model(run / "sfm" / "sparse" / "0")
     for text in (False, True):
         dest = tmp_path / ("text" if text else "bin")
         export(run, "colmap", dest, text=text)
@@ -56,7 +56,7 @@ def test_nerfstudio_export(run: Path, tmp_path: Path) -> None:
     assert {"x", "y", "z", "red", "green", "blue"} <= set(points.data.dtype.names)
 
     data = read_transforms(dest / "transforms.json")
-    original = Reconstruction.read(run / "sfm" / "sparse" / "0")
+    original = read_model(run / "sfm" / "sparse" / "0")
     assert data.flavour == "nerfstudio"
     for path, camera, pose in zip(data.image_paths, data.cameras, data.cam_from_world):
         _, image = original.image_by_name(path.name)
@@ -74,7 +74,7 @@ def test_ply_export_prefers_gaussians_then_dense_then_sparse(run: Path, tmp_path
     sfm_only = make_run_folder(tmp_path / "sfm_only", parts="sfm")
     path, what = export(sfm_only, "ply", tmp_path / "sparse.ply")
     vertex = plyfile.PlyData.read(str(path))["vertex"].data
-    assert "sparse" in what and len(vertex) == len(Reconstruction.read(sfm_only / "sfm" / "sparse" / "0").points3D)
+    assert "sparse" in what and len(vertex) == len(read_model(sfm_only / "sfm" / "sparse" / "0").points3D)
     assert {"red", "green", "blue"} <= set(vertex.dtype.names)
 
 
@@ -110,7 +110,7 @@ def test_missing_inputs_are_input_errors(tmp_path: Path) -> None:
 
 
 def test_camera_path_passes_through_the_cameras(run: Path) -> None:
-    rec = Reconstruction.read(run / "sfm" / "sparse" / "0")
+    rec = read_model(run / "sfm" / "sparse" / "0")
     poses = [rec.images[i].cam_from_world for i in sorted(rec.images)]
     path = camera_path(poses, 3 * (len(poses) - 1) + 1)
     assert len(path) == 16
@@ -138,7 +138,6 @@ def test_video_export(run: Path, tmp_path: Path) -> None:
 
 
 def test_cli_export(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import mapforge.cli
 
     assert main(["export", str(run), "--format", "splat", "-o", str(tmp_path / "a.splat")]) == 0
     assert "wrote" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mapforge.errors import InputError
+from mapforge.io.colmap import model_format, read_model
 from mapforge.io.images import IMAGE_EXTENSIONS
 from mapforge.scene import Reconstruction
 
@@ -67,8 +68,6 @@ class RunFolder:
     def model_dir(self) -> Path | None:
         """The COLMAP model folder with the best poses, or None: the splat stage's pose-refined model
         (OUT/splat/sparse/0, written when poses were optimised), else SfM's, else the pointmap stage's."""
-        from mapforge.io.colmap import model_format
-
         candidates = []
         for stage in ("splat", "sfm", "pointmap"):
             sparse = self.root / stage / "sparse"
@@ -83,7 +82,7 @@ class RunFolder:
         if self.model_dir is None:
             return None
         try:
-            return Reconstruction.read(self.model_dir)
+            return read_model(self.model_dir)
         except InputError as exc:
             self.problems.append(f"unreadable sparse model: {exc}")
             return None

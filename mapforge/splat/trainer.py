@@ -44,9 +44,9 @@ from tqdm import tqdm
 from mapforge.datasets.base import Dataset
 from mapforge.devices import select_device
 from mapforge.errors import InputError
-from mapforge.geometry.cameras import undistort_image, undistorted_camera
 from mapforge.geometry.rotations import rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
+from mapforge.geometry.undistortion import undistort_image, undistorted_camera
 from mapforge.io.atomic import atomic_path
 from mapforge.io.colmap import write_model
 from mapforge.io.gaussians import write_gaussian_ply, write_splat

@@ -7,6 +7,7 @@ from mapforge.datasets import detect_layout, load_dataset
 from mapforge.errors import InputError
 from mapforge.geometry.rotations import axis_angle_to_matrix
 from mapforge.geometry.transforms import Rigid3
+from mapforge.io.colmap import write_model
 from mapforge.io.images import write_image
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
 
@@ -20,7 +21,7 @@ def _project(tmp_path, rng, image_scale: int = 1) -> Reconstruction:
         pose = Rigid3(axis_angle_to_matrix(rng.normal(size=3) * 0.1), rng.normal(size=3))
         rec.images[image_id] = Image(name, camera_id, pose, np.zeros((1, 2)), np.array([1]))
     rec.points3D[1] = Point3D([0.1, 0.2, 5.0], [10, 20, 30], 0.5, [[1, 0], [2, 0], [3, 0]])
-    rec.write(tmp_path / "sparse" / "0")
+    write_model(rec, tmp_path / "sparse" / "0")
     (tmp_path / "images").mkdir()
     for image in rec.images.values():
         camera = rec.cameras[image.camera_id]

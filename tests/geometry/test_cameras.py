@@ -6,6 +6,7 @@ import torch
 
 from mapforge.errors import InputError
 from mapforge.geometry import cameras as C
+from mapforge.geometry import undistortion as U
 from mapforge.scene import Camera
 
 REQUIRED = ["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE", "FULL_OPENCV"]
@@ -177,7 +178,7 @@ def test_undistort_image_lands_at_pinhole_projection(rng):
     # so the undistorted image tells, at each of its pixels, where in the original it sampled.
     cols, rows = np.meshgrid(np.arange(WIDTH) + 0.5, np.arange(HEIGHT) + 0.5)
     image = np.stack([cols, rows, np.ones_like(cols)], -1).astype(np.float32)
-    undistorted, target = C.undistort_image(image, camera)
+    undistorted, target = U.undistort_image(image, camera)
     assert target.model == "PINHOLE" and undistorted.shape == (target.height, target.width, 3)
     # blank_pixels = 0: every output pixel sees inside the input
     assert np.all(undistorted[..., 2] > 0.999)
@@ -201,16 +202,16 @@ def test_undistort_image_lands_at_pinhole_projection(rng):
 
 def test_undistorted_camera_blank_pixels_and_identity(rng):
     camera = Camera("OPENCV_FISHEYE", WIDTH, HEIGHT, [300, 300, 320, 240, 0.05, 0.01, -0.002, 0.0005])
-    inner = C.undistorted_camera(camera)
-    outer = C.undistorted_camera(camera, C.UndistortConfig(blank_pixels=1.0))
+    inner = U.undistorted_camera(camera)
+    outer = U.undistorted_camera(camera, U.UndistortConfig(blank_pixels=1.0))
     assert outer.width >= inner.width and outer.height >= inner.height
     assert outer.width <= 2 * WIDTH and outer.height <= 2 * HEIGHT
-    map_x, map_y = C.undistortion_maps(camera, inner)
+    map_x, map_y = U.undistortion_maps(camera, inner)
     assert map_x.min() >= -0.5 and map_x.max() <= WIDTH - 0.5 + 1e-3
     assert map_y.min() >= -0.5 and map_y.max() <= HEIGHT - 0.5 + 1e-3
 
     pinhole = Camera("SIMPLE_PINHOLE", 40, 30, [35, 20, 15])
     image = rng.uniform(size=(30, 40, 5)).astype(np.float32)
-    same, target = C.undistort_image(image, pinhole)
+    same, target = U.undistort_image(image, pinhole)
     assert target.model == "PINHOLE" and (target.width, target.height) == (40, 30)
     np.testing.assert_allclose(same, image, atol=1e-6)

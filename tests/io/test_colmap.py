@@ -13,6 +13,7 @@ from mapforge.geometry.cameras import CAMERA_MODELS
 from mapforge.geometry.rotations import quat_to_matrix
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io import colmap
+from mapforge.io.colmap import read_model, write_model
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
 from tests.conftest import shared_dataset
 
@@ -249,14 +250,14 @@ def test_model_folder_resolution(tmp_path, rng):
         colmap.read_model(tmp_path / "missing")
     with pytest.raises(InputError, match="no COLMAP model"):
         colmap.read_model(tmp_path)
-    assert len(Reconstruction.read(tmp_path / "project").images) == len(rec.images)
+    assert len(read_model(tmp_path / "project").images) == len(rec.images)
 
 
 def test_overwrite_keeps_other_files_and_drops_stale_model(tmp_path, rng):
     rec = _mapforge_model(rng)
     folder = colmap.write_model(rec, tmp_path / "model", "bin")
     (folder / "project.ini").write_text("[General]\n")
-    rec.write(folder, "txt")
+    write_model(rec, folder, "txt")
     assert sorted(p.name for p in folder.iterdir()) == sorted(["project.ini", *(f"{n}.txt" for n in colmap.MODEL_FILES)])
     assert colmap.model_format(folder) == "txt"
     assert not [p for p in tmp_path.iterdir() if p.name != "model"]  # no temporary folders left behind

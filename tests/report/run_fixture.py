@@ -10,6 +10,7 @@ import numpy as np
 from mapforge.datasets.synthetic import look_at
 from mapforge.geometry.rotations import axis_angle_to_matrix
 from mapforge.geometry.transforms import Sim3
+from mapforge.io.colmap import write_model
 from mapforge.io.gaussians import SH_C0, GaussianData, write_gaussian_ply, write_splat
 from mapforge.io.images import write_image
 from mapforge.io.ply import write_point_cloud
@@ -69,7 +70,7 @@ def make_run_folder(
         write_image(images_dir / name, photo)
 
     (out / "sfm").mkdir(parents=True)
-    rec.write(out / "sfm" / "sparse" / "0")
+    write_model(rec, out / "sfm" / "sparse" / "0")
     write_point_cloud(out / "sfm" / "points.ply", rec.points_xyz(), rec.points_rgb())
     (out / "sfm" / "report.json").write_text(json.dumps({
         "registered_images": len(rec.images), "points": len(rec.points3D),
