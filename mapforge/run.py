@@ -19,7 +19,7 @@ import tomli_w
 
 from mapforge.datasets.base import Dataset
 from mapforge.errors import InputError, MapforgeError
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, write_json
 from mapforge.report import write_report
 
 CONFIG_NAME = "run.toml"
@@ -220,8 +220,7 @@ def stage_ground_truth(config: RunConfig, out: Path) -> dict:
         "camera_centers": {image.name: image.center.tolist() for image in gt.images.values()},
         "summary": evaluation.summary(),
     }
-    with atomic_path(out / "ground_truth.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "ground_truth.json", result)
     return result
 
 
@@ -281,8 +280,7 @@ def run(config: RunConfig) -> dict:
         start = time.perf_counter()
         results[name] = stage(config, out)
         timings[name] = time.perf_counter() - start
-    with atomic_path(out / "timings.json") as tmp:
-        tmp.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "timings.json", timings)
     results["timings"] = timings
     results["report"] = str(write_report(out))
     return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -59,3 +60,10 @@ def _remove(tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     elif tmp.exists():
         tmp.unlink()
+
+
+def write_json(path: str | Path, data: object) -> Path:
+    """Write `data` as indented UTF-8 JSON with a final newline, atomically. Returns `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return Path(path)

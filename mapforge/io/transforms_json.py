@@ -24,7 +24,7 @@ import numpy as np
 
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import write_json
 from mapforge.io.images import IMAGE_EXTENSIONS, image_size
 from mapforge.scene import Camera
 
@@ -313,6 +313,5 @@ def write_transforms(
         frame.update({key: value for key, value in fields.items() if key not in meta})
         frames.append(frame)
     meta["frames"] = frames
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_json(path, meta)
     return path

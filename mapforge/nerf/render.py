@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, write_json
 from mapforge.metrics.lpips import load_lpips
 from mapforge.nerf.trainer import SceneSetup, evaluate, load_checkpoint, render_image
 from mapforge.scene import Camera
@@ -68,8 +68,7 @@ def render_model(
         lpips = lpips.to(next(model.parameters()).device)
     metrics = evaluate(model, setup, dataset, dataset.subset(split), config.image_scale, out_dir, lpips=lpips)
     metrics.update({"split": split, "model": config.model, "checkpoint": str(checkpoint)})
-    with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -19,7 +19,7 @@ from mapforge.datasets.base import Dataset
 from mapforge.devices import select_device
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, write_json
 from mapforge.metrics.lpips import LPIPS, load_lpips
 from mapforge.nerf.models import FastNeRFModel, NeRFModel
 from mapforge.nerf.rays import camera_rays, forward_facing_frame, ndc_rays, ray_aabb_intersect
@@ -477,11 +477,6 @@ def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[torch.nn.Mo
     return model, config, setup, state
 
 
-def _write_json(path: Path, data: object) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def _write_training_curve(path: Path, history: list[dict], model: str) -> None:
     """An SVG chart of the training PSNR in `history` against iterations (opens in any browser)."""
     from mapforge.report.svg import Series, line_chart
@@ -560,7 +555,7 @@ def train(
             # let the batch grow as the grid empties.
             batch_rays = min(batch_rays, max(256, 2 * config.target_samples // config.render_steps))
     if output_dir is not None:
-        _write_json(output_dir / "config.json", {"model": config.model, "config": asdict(config),
+        write_json(output_dir / "config.json", {"model": config.model, "config": asdict(config),
                                                   "setup": setup.to_dict(), **(extra or {})})
 
     setup_start = time.time()
@@ -616,7 +611,7 @@ def train(
         if checkpoint is not None and config.checkpoint_every and done % config.checkpoint_every == 0:
             save_checkpoint(checkpoint, model, optimizer, config, setup, done,
                             {"batch_rays": batch_rays, "seconds": time.time() - clock})
-            _write_json(output_dir / "history.json", history)
+            write_json(output_dir / "history.json", history)
         if callback is not None:
             paused = time.time()
             callback(done, paused - clock, model, setup)
@@ -629,7 +624,7 @@ def train(
                         "psnr": -10 * math.log10(max(window_mse / window_steps, 1e-10)), "seconds": round(train_seconds, 2)})
     if checkpoint is not None:
         save_checkpoint(checkpoint, model, optimizer, config, setup, step, {"batch_rays": batch_rays, "seconds": train_seconds})
-        _write_json(output_dir / "history.json", history)
+        write_json(output_dir / "history.json", history)
         _write_training_curve(output_dir / "training_curve.svg", history, config.model)
 
     test = dataset.split.get("test") or []
@@ -651,7 +646,7 @@ def train(
         "samples_per_second": samples / run_seconds if run_seconds > 0 else None,
     })
     if output_dir is not None:
-        _write_json(output_dir / "metrics.json", metrics)
+        write_json(output_dir / "metrics.json", metrics)
     if progress:
         tqdm.write(
             f"{config.model} NeRF: {step} steps in {train_seconds:.0f} s, test PSNR {metrics.get('psnr', float('nan')):.2f} dB, "

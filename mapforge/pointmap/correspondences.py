@@ -16,7 +16,6 @@ Only the descriptors of the pair being matched are held in memory.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ import numpy as np
 from mapforge import __version__
 from mapforge.devices import select_device
 from mapforge.errors import InputError, ReconstructionError
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import write_json
 from mapforge.io.colmap_database import FeatureDatabase, write_database
 from mapforge.io.images import image_size
 from mapforge.pointmap.checkpoint import load_checkpoint
@@ -186,8 +185,7 @@ def run_matching(
         "pairs": [{"images": [names[i], names[j]], "matches": len(m)} for (i, j), m in matches.items()],
         "seconds": timings,
     }
-    with atomic_path(out_dir / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "report.json", report)
     print(f"{sum(counts)} matches in {len(matches)}/{len(pairs) // (2 if config.symmetric else 1)} image pairs, "
           f"{sum(len(k) for k in keypoints)} keypoints in {len(paths)} images; time: "
           + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

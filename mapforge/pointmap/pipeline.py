@@ -22,7 +22,6 @@ use `swin-k` or `logwin-k`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from mapforge.datasets.loaders import fit_camera_to_image
 from mapforge.devices import select_device
 from mapforge.errors import InputError, ReconstructionError
 from mapforge.io import colmap
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, write_json
 from mapforge.io.colmap import write_model
 from mapforge.io.images import image_size
 from mapforge.io.ply import write_point_cloud
@@ -379,8 +378,7 @@ def run_pointmap(
         ],
         "seconds": timings,
     }
-    with atomic_path(out_dir / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "report.json", report)
     print(summary_text(report))
     return PointmapResult(rec, result, mappings, names, model_dir, points_path, depth_dir, report)
 

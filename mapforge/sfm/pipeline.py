@@ -14,7 +14,6 @@ Outputs in `out_dir`:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from mapforge.datasets.folder import load_folder
 from mapforge.errors import InputError, ReconstructionError
 from mapforge.geometry.cameras import CAMERA_MODELS
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import write_json
 from mapforge.io.colmap import write_model
 from mapforge.io.colmap_database import read_database
 from mapforge.io.images import read_rgb
@@ -273,8 +272,7 @@ def run_sfm(image_dir: str | Path, out_dir: str | Path, config: SfMConfig | None
         "unregistered_images": sorted(set(images.names) - {img.name for rec in models for img in rec.images.values()}),
         "seconds": timings,
     }
-    with atomic_path(out_dir / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "report.json", report)
     print(summary_text(report))
     return SfMResult(models, model_dirs, report)
 

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from mapforge.datasets.base import Dataset
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, write_json
 from mapforge.io.images import write_image
 from mapforge.metrics.image import psnr, ssim
 from mapforge.metrics.lpips import LPIPS, load_lpips
@@ -72,13 +72,6 @@ def evaluate(
     if lpips is not None:
         metrics["lpips"] = float(np.mean([r["lpips"] for r in results])) if results else None
     return metrics
-
-
-def write_json(path: str | Path, data: dict) -> Path:
-    """Write `data` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    return Path(path)
 
 
 def write_training_curve(path: str | Path, curve: list[list[float]], width: int = 720, height: int = 300) -> Path:

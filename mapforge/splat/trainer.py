@@ -47,7 +47,7 @@ from mapforge.errors import InputError
 from mapforge.geometry.rotations import rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
 from mapforge.geometry.undistortion import undistort_image, undistorted_camera
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, write_json
 from mapforge.io.colmap import write_model
 from mapforge.io.gaussians import write_gaussian_ply, write_splat
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
@@ -617,7 +617,7 @@ class Trainer:
     def export(self, extra: dict | None = None) -> dict[str, Path]:
         """Write `point_cloud.ply` (3DGS layout), `scene.splat`, `config.json`, `training_curve.svg` and
         `history.json` (the curve as `[{iteration, seconds, loss, psnr, num_gaussians}]`, what the report reads)."""
-        from mapforge.splat.evaluate import write_json, write_training_curve
+        from mapforge.splat.evaluate import write_training_curve
 
         data = self.gaussians.to_data()
         paths = {
@@ -703,7 +703,7 @@ class Trainer:
         With `optimize_poses`, evaluation uses the refined poses (held-out views aligned first) and they are
         written to `out_dir/sparse/0`. Returns the metrics."""
         from mapforge.metrics.lpips import load_lpips
-        from mapforge.splat.evaluate import evaluate, write_json
+        from mapforge.splat.evaluate import evaluate
 
         self.export(extra)
         dataset, pose_info = self.dataset, {}
