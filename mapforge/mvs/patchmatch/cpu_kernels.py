@@ -59,7 +59,8 @@ def _window(ref, r, c, radius, step, inv_2ss, inv_2sc, du, dv, wts, vals):
 
 @njit(cache=True, fastmath=True)
 def _view_cost(s, u, v, q0, q1, q2, srcs, src_size, geo, n, du, dv, wts, vals, rmean, rvar):
-    """1 - bilateral NCC of the window at (u, v) warped into source `s` by the plane q (`rules.source_geometry`)."""
+    """1 - bilateral NCC of the window at (u, v) warped into source `s` by the plane q (`rules.source_geometry`),
+    sample positions from the homography's second-order expansion around the window centre (`rules`)."""
     h00 = geo[s, 0] + geo[s, 9] * q0
     h01 = geo[s, 1] + geo[s, 9] * q1
     h02 = geo[s, 2] + geo[s, 9] * q2
@@ -74,26 +75,82 @@ def _view_cost(s, u, v, q0, q1, q2, srcs, src_size, geo, n, du, dv, wts, vals, r
         return R.MAX_COST
     width = src_size[s, 0]
     height = src_size[s, 1]
-    xc = (h00 * u + h01 * v + h02) / zc
-    yc = (h10 * u + h11 * v + h12) / zc
+    iz = 1.0 / zc
+    xc = (h00 * u + h01 * v + h02) * iz
+    yc = (h10 * u + h11 * v + h12) * iz
     if not (xc >= 0.0 and yc >= 0.0 and xc <= width and yc <= height):
         return R.MAX_COST
-    # z is affine over the window: positive at its four corners means positive everywhere
-    for corner in (0, n - 1, int(math.sqrt(n)) - 1, n - int(math.sqrt(n))):
-        if not h20 * (u + du[corner]) + h21 * (v + dv[corner]) + h22 > 0.0:
-            return R.MAX_COST
+    eu = h20 * iz
+    ev = h21 * iz
+    # the window's corners bound eps = eu * du + ev * dv, which is affine over the window
+    reach = abs(eu) * max(abs(du[0]), abs(du[n - 1])) + abs(ev) * max(abs(dv[0]), abs(dv[n - 1]))
+    if not reach < R.MAX_DEPTH_CHANGE:
+        return R.MAX_COST
+    ax = (h00 - xc * h20) * iz
+    bx = (h01 - xc * h21) * iz
+    ay = (h10 - yc * h20) * iz
+    by = (h11 - yc * h21) * iz
+    xc -= 0.5
+    yc -= 0.5
+    # the footprint is within (|a| + |b|) * (1 + reach + reach^2) of the centre in each axis
+    grow = 1.0 + reach + reach * reach
+    ext_x = (abs(ax) * max(abs(du[0]), abs(du[n - 1])) + abs(bx) * max(abs(dv[0]), abs(dv[n - 1]))) * grow
+    ext_y = (abs(ay) * max(abs(du[0]), abs(du[n - 1])) + abs(by) * max(abs(dv[0]), abs(dv[n - 1]))) * grow
+    inside = xc - ext_x >= 0.0 and yc - ext_y >= 0.0 and xc + ext_x < width - 1.0 and yc + ext_y < height - 1.0
     img = srcs[s]
+    if inside:
+        s1, s2, sr = _sample_inside(img, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals)
+    else:
+        s1, s2, sr = _sample_clamped(img, width, height, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals)
+    svar = s2 - s1 * s1
+    if svar < R.MIN_VARIANCE or rvar < R.MIN_VARIANCE:
+        return R.MAX_COST
+    ncc = (sr - rmean * s1) / math.sqrt(rvar * svar)
+    return min(max(1.0 - ncc, 0.0), R.MAX_COST)
+
+
+@njit(cache=True, fastmath=True)
+def _sample_inside(img, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals):
+    """Weighted sums (w s, w s^2, w s r) of the window's bilinear samples, all known to lie inside the image."""
+    s1 = 0.0
+    s2 = 0.0
+    sr = 0.0
+    for k in range(n):
+        a = du[k]
+        b = dv[k]
+        e = eu * a + ev * b
+        f = 1.0 - e + e * e
+        sx = xc + (ax * a + bx * b) * f
+        sy = yc + (ay * a + by * b) * f
+        ix = int(sx)
+        iy = int(sy)
+        fx = sx - ix
+        fy = sy - iy
+        top = img[iy, ix] + fx * (img[iy, ix + 1] - img[iy, ix])
+        bottom = img[iy + 1, ix] + fx * (img[iy + 1, ix + 1] - img[iy + 1, ix])
+        value = top + fy * (bottom - top)
+        w = wts[k]
+        s1 += w * value
+        s2 += w * value * value
+        sr += w * value * vals[k]
+    return s1, s2, sr
+
+
+@njit(cache=True, fastmath=True)
+def _sample_clamped(img, width, height, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals):
+    """As `_sample_inside`, with sample positions clamped to the image (its edge pixels repeat outwards)."""
     wm1 = width - 1.0
     hm1 = height - 1.0
     s1 = 0.0
     s2 = 0.0
     sr = 0.0
     for k in range(n):
-        x = u + du[k]
-        y = v + dv[k]
-        inv_z = 1.0 / (h20 * x + h21 * y + h22)
-        sx = min(max((h00 * x + h01 * y + h02) * inv_z - 0.5, 0.0), wm1)
-        sy = min(max((h10 * x + h11 * y + h12) * inv_z - 0.5, 0.0), hm1)
+        a = du[k]
+        b = dv[k]
+        e = eu * a + ev * b
+        f = 1.0 - e + e * e
+        sx = min(max(xc + (ax * a + bx * b) * f, 0.0), wm1)
+        sy = min(max(yc + (ay * a + by * b) * f, 0.0), hm1)
         ix = min(int(sx), width - 2)
         iy = min(int(sy), height - 2)
         fx = sx - ix
@@ -105,11 +162,7 @@ def _view_cost(s, u, v, q0, q1, q2, srcs, src_size, geo, n, du, dv, wts, vals, r
         s1 += w * value
         s2 += w * value * value
         sr += w * value * vals[k]
-    svar = s2 - s1 * s1
-    if svar < R.MIN_VARIANCE or rvar < R.MIN_VARIANCE:
-        return R.MAX_COST
-    ncc = (sr - rmean * s1) / math.sqrt(rvar * svar)
-    return min(max(1.0 - ncc, 0.0), R.MAX_COST)
+    return s1, s2, sr
 
 
 @njit(cache=True, fastmath=True)

@@ -7,8 +7,12 @@ its ray is `ray = K_ref^-1 (u, v, 1)` (z = 1), so its 3D point is `d * ray`.
 Cost of a hypothesis in one source view (COLMAP's photo-consistency): 1 - NCC of the window of radius
 `window_radius` sampled every `window_step` pixels, bilaterally weighted by the reference image (spatial sigma
 `sigma_spatial` pixels, colour sigma `sigma_color` on [0, 1] intensities), warped into the source by the plane's
-homography and sampled bilinearly (sample positions clamped to the image). The cost is `MAX_COST` when the
-window's centre falls outside the source image or behind it, or when either window's variance is below
+homography and sampled bilinearly (sample positions clamped to the image). The homography is applied exactly at
+the window centre and expanded to second order around it for the other samples: with `eps` the relative change of
+the homogeneous coordinate over an offset, the offset's position is `centre + linear(offset) (1 - eps + eps^2)`,
+which needs no division per sample and is within 1e-3 pixels of the exact warp for |eps| < 0.1. The cost is
+`MAX_COST` when the window's centre falls outside the source image or behind it, when |eps| reaches
+`MAX_DEPTH_CHANGE` inside the window (a plane seen nearly edge-on), or when either window's variance is below
 `MIN_VARIANCE`. The geometric pass adds `geom_consistency_regularizer` times the forward-backward reprojection
 error through the source's depth map (nearest pixel), capped at `geom_consistency_max_cost` (COLMAP's term).
 
@@ -41,6 +45,8 @@ MAX_COST = 2.0
 # COLMAP's kMinVar: below it a window is treated as textureless.
 MIN_VARIANCE = 1e-5
 NUM_RANDOM = 7
+# Largest relative change of the homogeneous coordinate across a window that is still matched.
+MAX_DEPTH_CHANGE = 0.5
 # A neighbour's plane is not transferred when it is seen this close to edge-on from the pixel (|n . ray| / |ray|).
 MIN_COS_VIEW = 1e-3
 
