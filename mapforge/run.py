@@ -1,8 +1,8 @@
 """`mapforge run`: photos to a scene you can look at, stage by stage, resumable.
 
 The only module that knows the order of the stages. Each stage writes its own folder under the output folder and
-finishes by writing its summary file (`sfm/report.json`, `pointmap/report.json`, `splat/metrics.json`,
-`nerf/metrics.json`), so a stage whose summary exists is
+finishes by writing its summary file (`sfm/report.json`, `pointmap/report.json`, `dense/report.json`,
+`splat/metrics.json`, `nerf/metrics.json`), so a stage whose summary exists is
 complete and is skipped on a re-run; an interrupted stage resumes from its own caches and checkpoints. The
 options of a run are written to `run.toml` beside the outputs, and `mapforge run --config run.toml` repeats it.
 """
@@ -21,6 +21,7 @@ from mapforge.datasets.base import Dataset
 from mapforge.errors import InputError, MapforgeError
 from mapforge.io.atomic import atomic_path, write_json
 from mapforge.report import write_report
+from mapforge.scene import Reconstruction
 
 CONFIG_NAME = "run.toml"
 METHODS = ("splat", "nerf", "none")
@@ -198,6 +199,32 @@ def stage_nerf(config: RunConfig, out: Path) -> dict:
     return train(dataset, make_config("fast", settings), out / "nerf", resume=not config.overwrite, extra=extra).metrics
 
 
+def stage_mvs(config: RunConfig, out: Path) -> dict:
+    """Multi-view stereo on the SfM or pointmap model into the dense workspace `out/dense`; returns its report."""
+    from mapforge.mvs.pipeline import MVSConfig, run_mvs
+
+    if (done := _finished("dense", "report.json", config, out)) is not None:
+        return done
+    model, images = mvs_inputs(out)
+    return run_mvs(model, images, out / "dense", MVSConfig()).report
+
+
+def mvs_inputs(path: str | Path, images: str | Path | None = None) -> tuple[Reconstruction, Path]:
+    """The posed model and photos for multi-view stereo from a run folder (its SfM or pointmap model and its
+    photos), else from a COLMAP project or model folder (see `mvs.pipeline.load_model`)."""
+    from mapforge.io.colmap import read_model
+    from mapforge.mvs.pipeline import load_model
+
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file():
+        return load_model(path, images)
+    config = RunConfig.from_file(path / CONFIG_NAME)
+    model_dir = poses_dir(config, path) / "sparse" / "0"
+    if not model_dir.is_dir():
+        raise InputError(f"run folder {path} has no posed model yet ({model_dir}); run its SfM or pointmap stage first")
+    return read_model(model_dir), Path(images or config.images)
+
+
 def stage_ground_truth(config: RunConfig, out: Path) -> dict:
     """Score the estimated poses against the ground-truth model; writes `out/ground_truth.json`."""
     from mapforge.io.colmap import read_model
@@ -222,10 +249,6 @@ def stage_ground_truth(config: RunConfig, out: Path) -> dict:
     }
     write_json(out / "ground_truth.json", result)
     return result
-
-
-def _unavailable(what: str) -> MapforgeError:
-    return MapforgeError(f"{what} is not available in this version of mapforge yet")
 
 
 def _create_output(out: Path) -> None:
@@ -256,8 +279,6 @@ def run(config: RunConfig) -> dict:
     out = Path(config.output)
     if not Path(config.images).is_dir():
         raise InputError(f"image folder {config.images} does not exist")
-    if config.dense:
-        raise _unavailable("multi-view stereo (--dense)")
     _create_output(out)
     _note_changed_options(config, out / CONFIG_NAME)
     config.write(out / CONFIG_NAME)
@@ -272,6 +293,8 @@ def run(config: RunConfig) -> dict:
         stages = [("sfm", stage_sfm)]
     if config.ground_truth:
         stages.append(("ground_truth", stage_ground_truth))
+    if config.dense:
+        stages.append(("dense", stage_mvs))
     if config.method == "splat":
         stages.append(("splat", stage_splat))
     elif config.method == "nerf":
@@ -315,6 +338,10 @@ def summary_text(results: dict) -> str:
             f"poses vs ground truth: median relative rotation error {gt['median_rot_err_deg']:.3f} deg, "
             f"translation direction {gt['median_trans_err_deg']:.3f} deg; {auc}"
         )
+    dense = results.get("dense")
+    if dense:
+        mesh = f", mesh of {dense['mesh']['triangles']} triangles" if dense.get("mesh") else ""
+        lines.append(f"dense: {dense['fused_points']} fused points from {dense['num_images']} images{mesh}")
     for method in ("splat", "nerf"):
         metrics = results.get(method)
         if metrics:

@@ -13,7 +13,7 @@ import sys
 from mapforge import __version__
 from mapforge.errors import MapforgeError
 
-COMMANDS = ["model", "calibrate", "sfm", "splat", "nerf", "pointmap", "run", "view", "export"]
+COMMANDS = ["model", "calibrate", "sfm", "mvs", "splat", "nerf", "pointmap", "run", "view", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
