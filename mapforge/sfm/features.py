@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from mapforge.errors import InputError
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, output_folder
 from mapforge.io.images import read_rgb
 from mapforge.sfm.executor import Executor, LocalExecutor
 
@@ -308,7 +308,7 @@ def extract_features(
                     pass  # a damaged entry is recomputed and overwritten
         todo.append(i)
     if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        output_folder(cache_dir)
     tasks = [(paths[i], config, cache_paths[i]) for i in todo]
     for i, features in zip(todo, executor.map(_extract_task, tasks, desc="features")):
         results[i] = features
