@@ -133,26 +133,17 @@ def test_output_that_is_an_existing_file_for_splat_render(tmp_path: Path, capsys
     assert "output folder" in err and "is an existing file" in err
 
 
-@pytest.mark.parametrize("camera_line, message", [
-    ("1 PINHOLE 64 48 nan 60 32 24", "NaN in the parameters of camera 1"),
-    ("1 PINHOLE 64 48 -60 60 32 24", "camera 1 has focal length -60"),
+@pytest.mark.parametrize("file, content, message", [
+    ("cameras.txt", "1 PINHOLE 64 48 nan 60 32 24", "NaN in the parameters of camera 1"),
+    ("cameras.txt", "1 PINHOLE 64 48 -60 60 32 24", "camera 1 has focal length -60"),
+    ("K.txt", "nan 0 32 0 60 24 0 0 1", "NaN in the calibration matrix"),
+    ("K.txt", "-60 0 32 0 -60 24 0 0 1", "focal length -60"),
 ])
-def test_bad_intrinsics_in_cameras_txt(tmp_path: Path, capsys, camera_line: str, message: str) -> None:
+def test_bad_intrinsics_in_cameras_txt_or_a_k_file(tmp_path: Path, capsys, file: str, content: str,
+                                                   message: str) -> None:
     folder = _photos(tmp_path / "photos")
-    (tmp_path / "cameras.txt").write_text(camera_line + "\n")
-    err = _one_line_error(["sfm", str(folder), "-o", str(tmp_path / "out"), "--intrinsics",
-                           str(tmp_path / "cameras.txt")], capsys)
-    assert message in err
-
-
-@pytest.mark.parametrize("matrix, message", [
-    ("nan 0 32 0 60 24 0 0 1", "NaN in the calibration matrix"),
-    ("-60 0 32 0 -60 24 0 0 1", "focal length -60"),
-])
-def test_bad_intrinsics_in_a_k_file(tmp_path: Path, capsys, matrix: str, message: str) -> None:
-    folder = _photos(tmp_path / "photos")
-    (tmp_path / "K.txt").write_text(matrix + "\n")
-    err = _one_line_error(["sfm", str(folder), "-o", str(tmp_path / "out"), "--intrinsics", str(tmp_path / "K.txt")],
+    (tmp_path / file).write_text(content + "\n")
+    err = _one_line_error(["sfm", str(folder), "-o", str(tmp_path / "out"), "--intrinsics", str(tmp_path / file)],
                           capsys)
     assert message in err
 
