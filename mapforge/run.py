@@ -15,6 +15,7 @@ import json
 import math
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -293,19 +294,40 @@ def stage_inputs(config: RunConfig, stage: str, images: str) -> dict:
 
 def clear_stale_stages(config: RunConfig, out: Path) -> None:
     """Clear every stage folder of `out` whose outputs came from other images or options than `config` gives it
-    (all of them with --overwrite), and record what each stage is computed from now."""
+    (all of them with --overwrite), and record what each stage is computed from now.
+
+    A stage this run does not compute (splat after a switch to NeRF) is kept while its inputs are unchanged, and
+    removed otherwise: nothing in `out` may come from options other than those of `run.toml`."""
     records = read_records(out)
     images = images_fingerprint(config.images)
+    computed = [name for name, _ in _stages(config)]
     for stage in STAGE_OPTIONS:
         inputs = stage_inputs(config, stage, images)
         folder = out / stage
         changed = changed_inputs(records.get(stage), inputs)
         if folder.is_dir() and any(folder.iterdir()) and (changed or config.overwrite):
             why = "--overwrite" if config.overwrite else f"{', '.join(changed)} changed since its outputs were made"
-            print(f"{stage}: {why}; recomputing")
+            print(f"{stage}: {why}; {'recomputing' if stage in computed else 'removed (not part of this run)'}")
             clear_outputs(folder)
         records[stage] = inputs
     write_records(out, records)
+
+
+def _stages(config: RunConfig) -> list[tuple[str, Callable[[RunConfig, Path], dict]]]:
+    """The stages `config` asks for, in the order they run."""
+    if config.init == "pointmap":
+        stages = [("pointmap", stage_pointmap)]
+    elif config.features == "mast3r":
+        stages = [("matches", stage_matches), ("sfm", stage_sfm)]
+    else:
+        stages = [("sfm", stage_sfm)]
+    if config.ground_truth:
+        stages.append(("ground_truth", stage_ground_truth))
+    if config.method == "splat":
+        stages.append(("splat", stage_splat))
+    elif config.method == "nerf":
+        stages.append(("nerf", stage_nerf))
+    return stages
 
 
 def run(config: RunConfig) -> dict:
@@ -321,19 +343,7 @@ def run(config: RunConfig) -> dict:
 
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
-    if config.init == "pointmap":
-        stages = [("pointmap", stage_pointmap)]
-    elif config.features == "mast3r":
-        stages = [("matches", stage_matches), ("sfm", stage_sfm)]
-    else:
-        stages = [("sfm", stage_sfm)]
-    if config.ground_truth:
-        stages.append(("ground_truth", stage_ground_truth))
-    if config.method == "splat":
-        stages.append(("splat", stage_splat))
-    elif config.method == "nerf":
-        stages.append(("nerf", stage_nerf))
-    for name, stage in stages:
+    for name, stage in _stages(config):
         start = time.perf_counter()
         results[name] = stage(config, out)
         timings[name] = time.perf_counter() - start
