@@ -1,5 +1,3 @@
-import sys
+from mapforge.cli import entry
 
-from mapforge.cli import main
-
-sys.exit(main())
+entry()

@@ -5,13 +5,17 @@ finishes by writing its summary file (`sfm/report.json`, `pointmap/report.json`,
 `splat/metrics.json`, `nerf/metrics.json`), so a stage whose summary exists is
 complete and is skipped on a re-run; an interrupted stage resumes from its own caches and checkpoints. The
 options of a run are written to `run.toml` beside the outputs, and `mapforge run --config run.toml` repeats it.
+A re-run with other images or options first clears the stage folders they affect (`stages.json` records what
+each folder was computed from), so the outputs always come from what `run.toml` says.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,14 +23,33 @@ import tomli_w
 
 from mapforge.datasets.base import Dataset
 from mapforge.errors import InputError, MapforgeError
-from mapforge.io.atomic import atomic_path, write_json
+from mapforge.geometry.cameras import CAMERA_MODELS
+from mapforge.io.atomic import atomic_path, output_folder, write_json
+from mapforge.provenance import changed_inputs, clear_outputs, file_stamp, images_fingerprint, read_records, write_records
 from mapforge.report import write_report
 from mapforge.scene import Reconstruction
+from mapforge.sfm.features import MIN_IMAGE_SIZE
+from mapforge.sfm.pairs import PAIR_METHODS
 
 CONFIG_NAME = "run.toml"
+# The options the outputs of each stage folder depend on, besides the images and the stages it starts from (see
+# `stage_inputs`); a stage missing here depends on every option.
+STAGE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "matches": ("weights",),
+    "sfm": ("intrinsics", "camera_model", "features", "matcher", "max_image_size"),
+    "pointmap": ("weights", "intrinsics"),
+    "dense": (),
+    "splat": ("init", "minutes", "iterations", "downscale"),
+    "nerf": ("init", "minutes", "iterations", "downscale"),
+}
+# Options naming input files, whose contents matter as much as their names.
+_FILE_OPTIONS = ("weights", "intrinsics")
 METHODS = ("splat", "nerf", "none")
 INITS = ("sfm", "pointmap")
 FEATURES = ("sift", "xfeat", "mast3r")
+# What each annotated field type of `RunConfig` accepts (a TOML integer is a fine number of minutes), and its name.
+_FIELD_TYPES = {"str": ((str,), "a string"), "bool": ((bool,), "true or false"), "int": ((int,), "an integer"),
+                "float": ((int, float), "a number")}
 
 
 @dataclass
@@ -73,6 +96,19 @@ class RunConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            accepted, name = _FIELD_TYPES[f.type]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and f.type != "bool"):
+                raise InputError(f"option {f.name} must be {name}, got {value!r}")
+        self.minutes = float(self.minutes)
+        if not math.isfinite(self.minutes) or self.minutes < 0:
+            raise InputError(f"minutes must be 0 (use iterations) or a positive number, got {self.minutes!r}")
+        if self.iterations < 1 or self.downscale < 1:
+            raise InputError(f"iterations and downscale must be positive, got {self.iterations} and {self.downscale}")
+        if self.max_image_size and self.max_image_size < MIN_IMAGE_SIZE:
+            raise InputError(f"max_image_size must be 0 (the SfM default) or at least {MIN_IMAGE_SIZE}, "
+                             f"got {self.max_image_size}")
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
         if self.init not in INITS:
@@ -83,6 +119,10 @@ class RunConfig:
             raise InputError(f"unknown features {self.features!r} (choose from {', '.join(FEATURES)})")
         if self.features == "mast3r" and not self.weights:
             raise InputError("--features mast3r needs --weights FILE (a MASt3R checkpoint)")
+        if self.matcher not in PAIR_METHODS:
+            raise InputError(f"unknown matcher {self.matcher!r} (choose from {', '.join(PAIR_METHODS)})")
+        if self.camera_model and self.camera_model not in CAMERA_MODELS:
+            raise InputError(f"unknown camera model {self.camera_model!r} (known: {', '.join(CAMERA_MODELS)})")
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
@@ -100,7 +140,10 @@ class RunConfig:
         missing = [name for name in ("images", "output") if name not in values]
         if missing:
             raise InputError(f"config file {path}: missing option(s) {', '.join(missing)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except InputError as exc:
+            raise InputError(f"config file {path}: {exc}") from None
 
     def write(self, path: str | Path) -> Path:
         with atomic_path(path) as tmp:
@@ -109,9 +152,10 @@ class RunConfig:
 
 
 def _finished(stage: str, summary: str, config: RunConfig, out: Path) -> dict | None:
-    """The summary of `stage` when its folder already holds one (and --overwrite is off), else None."""
+    """The summary of `stage` when its folder already holds one, else None. (`run` has cleared the folders of
+    stages whose outputs came from other inputs, and all of them with --overwrite.)"""
     path = out / stage / summary
-    if not path.is_file() or config.overwrite:
+    if not path.is_file():
         return None
     print(f"{stage}: complete, skipped ({path})")
     return json.loads(path.read_text())
@@ -251,40 +295,50 @@ def stage_ground_truth(config: RunConfig, out: Path) -> dict:
     return result
 
 
-def _create_output(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MapforgeError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+def _upstream(config: RunConfig, stage: str) -> list[str]:
+    """The stages whose outputs `stage` starts from, in order."""
+    if stage in ("matches", "pointmap"):
+        return []
+    if stage == "sfm":
+        return ["matches"] if config.features == "mast3r" else []
+    return ["pointmap"] if config.init == "pointmap" else [*_upstream(config, "sfm"), "sfm"]
 
 
-def _note_changed_options(config: RunConfig, previous: Path) -> None:
-    """Say so when a re-run into the same folder changes options: complete stages are kept, not recomputed."""
-    if not previous.is_file() or config.overwrite:
-        return
-    try:
-        old = asdict(RunConfig.from_file(previous))
-    except MapforgeError:
-        return
-    changed = sorted(k for k, v in asdict(config).items() if k != "overwrite" and old.get(k) != v)
-    if changed:
-        print(
-            f"note: {', '.join(changed)} differ from the earlier run in {previous}; complete stages are kept "
-            "(use --overwrite to recompute them)"
-        )
+def stage_inputs(config: RunConfig, stage: str, images: str) -> dict:
+    """Everything the outputs of `stage` depend on under `config`: the images (`images`, their fingerprint), its
+    options and those of the stages it starts from; input files are named with their size and modification time."""
+    every = tuple(f.name for f in fields(RunConfig) if f.name not in ("images", "output", "overwrite"))
+    names = sorted({name for s in (*_upstream(config, stage), stage) for name in STAGE_OPTIONS.get(s, every)})
+    inputs: dict[str, object] = {"images": images}
+    for name in names:
+        value = getattr(config, name)
+        inputs[name] = file_stamp(value) if name in _FILE_OPTIONS and value else value
+    return inputs
 
 
-def run(config: RunConfig) -> dict:
-    """Run every stage the config asks for; returns what each stage reported, by stage name."""
-    out = Path(config.output)
-    if not Path(config.images).is_dir():
-        raise InputError(f"image folder {config.images} does not exist")
-    _create_output(out)
-    _note_changed_options(config, out / CONFIG_NAME)
-    config.write(out / CONFIG_NAME)
+def clear_stale_stages(config: RunConfig, out: Path) -> None:
+    """Clear every stage folder of `out` whose outputs came from other images or options than `config` gives it
+    (all of them with --overwrite), and record what each stage is computed from now.
 
-    results: dict[str, dict] = {}
-    timings: dict[str, float] = {}
+    A stage this run does not compute (splat after a switch to NeRF) is kept while its inputs are unchanged, and
+    removed otherwise: nothing in `out` may come from options other than those of `run.toml`."""
+    records = read_records(out)
+    images = images_fingerprint(config.images)
+    computed = [name for name, _ in _stages(config)]
+    for stage in STAGE_OPTIONS:
+        inputs = stage_inputs(config, stage, images)
+        folder = out / stage
+        changed = changed_inputs(records.get(stage), inputs)
+        if folder.is_dir() and any(folder.iterdir()) and (changed or config.overwrite):
+            why = "--overwrite" if config.overwrite else f"{', '.join(changed)} changed since its outputs were made"
+            print(f"{stage}: {why}; {'recomputing' if stage in computed else 'removed (not part of this run)'}")
+            clear_outputs(folder)
+        records[stage] = inputs
+    write_records(out, records)
+
+
+def _stages(config: RunConfig) -> list[tuple[str, Callable[[RunConfig, Path], dict]]]:
+    """The stages `config` asks for, in the order they run."""
     if config.init == "pointmap":
         stages = [("pointmap", stage_pointmap)]
     elif config.features == "mast3r":
@@ -299,7 +353,21 @@ def run(config: RunConfig) -> dict:
         stages.append(("splat", stage_splat))
     elif config.method == "nerf":
         stages.append(("nerf", stage_nerf))
-    for name, stage in stages:
+    return stages
+
+
+def run(config: RunConfig) -> dict:
+    """Run every stage the config asks for; returns what each stage reported, by stage name."""
+    out = Path(config.output)
+    if not Path(config.images).is_dir():
+        raise InputError(f"image folder {config.images} does not exist")
+    output_folder(out)
+    clear_stale_stages(config, out)
+    config.write(out / CONFIG_NAME)
+
+    results: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    for name, stage in _stages(config):
         start = time.perf_counter()
         results[name] = stage(config, out)
         timings[name] = time.perf_counter() - start

@@ -156,3 +156,33 @@ class Reconstruction:
     def track_lengths(self) -> np.ndarray:
         """Track length of every point, `[N]`."""
         return np.asarray([len(p.track) for p in self.points3D.values()], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks of what a file says, done once by each reader of cameras and poses
+
+
+def check_finite(values: np.ndarray | list[float], what: str, where: str) -> None:
+    """Raise `InputError` ("`where`: NaN in `what`") unless every number of `values` is finite."""
+    array = np.asarray(values, dtype=np.float64)
+    if np.isnan(array).any():
+        raise InputError(f"{where}: NaN in {what}")
+    if not np.isfinite(array).all():
+        raise InputError(f"{where}: infinity in {what}")
+
+
+def check_camera(camera: Camera, what: str, where: str) -> Camera:
+    """`camera` when its parameters are finite, its size and focal lengths positive and its principal point not
+    negative; otherwise `InputError` naming the problem (`what`: e.g. "camera 3", `where`: the file)."""
+    check_finite(camera.params, f"the parameters of {what}", where)
+    if camera.width < 1 or camera.height < 1:
+        raise InputError(f"{where}: {what} is {camera.width}x{camera.height} pixels; width and height must be positive")
+    model = CAMERA_MODELS[camera.model]
+    focals = camera.params[list(model.focal_idxs)]
+    if (focals <= 0).any():
+        raise InputError(f"{where}: {what} has focal length {focals.min():g}; focal lengths must be positive")
+    principal_point = camera.params[list(model.principal_point_idxs)]
+    if (principal_point < 0).any():
+        raise InputError(f"{where}: {what} has principal point ({', '.join(f'{v:g}' for v in principal_point)}); "
+                         "its coordinates must not be negative")
+    return camera

@@ -12,7 +12,9 @@ import pytest
 from mapforge.cli import main
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.colmap import read_model, write_model
+from mapforge.io.images import write_image
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
+from tests.io.test_images import bomb_png
 
 
 def small_model() -> Reconstruction:
@@ -79,3 +81,121 @@ def test_truncated_binary(tmp_path: Path) -> None:
 def test_no_subcommand_prints_help() -> None:
     result = run_cli()
     assert result.returncode == 2 and "COMMAND" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input of issue 17: each ends with one line on stderr and exit status 2 (130 for Ctrl-C)
+
+
+def _one_line_error(args: list[str], capsys: pytest.CaptureFixture, status: int = 2) -> str:
+    assert main(args) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _photos(folder: Path, count: int = 2) -> Path:
+    rng = np.random.default_rng(0)
+    for k in range(count):
+        write_image(folder / f"{k:02d}.png", rng.random((48, 64, 3)))
+    return folder
+
+
+def test_decompression_bomb_is_one_line_for_sfm_and_calibrate(tmp_path: Path, capsys) -> None:
+    folder = _photos(tmp_path / "photos")
+    bomb_png(folder / "zz_bomb.png")
+    err = _one_line_error(["sfm", str(folder), "-o", str(tmp_path / "out")], capsys)
+    assert "zz_bomb.png" in err and "decompression bomb" in err
+    err = _one_line_error(["calibrate", str(folder), "--pattern", "9x6", "--square", "0.025",
+                           "-o", str(tmp_path / "cameras.txt")], capsys)
+    assert "zz_bomb.png" in err and "decompression bomb" in err
+
+
+def test_output_that_is_an_existing_file_for_sfm(tmp_path: Path, capsys) -> None:
+    folder = _photos(tmp_path / "photos")
+    (tmp_path / "out").write_text("a file")
+    err = _one_line_error(["sfm", str(folder), "-o", str(tmp_path / "out")], capsys)
+    assert "output folder" in err and "is an existing file" in err
+
+
+def test_output_that_is_an_existing_file_for_splat_render(tmp_path: Path, capsys) -> None:
+    from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
+    from mapforge.io.gaussians import GaussianData, write_gaussian_ply
+
+    data = write_scene(make_scene(SyntheticConfig(width=32, height=24, num_views=2, supersample=1)), tmp_path / "s",
+                       num_points=10)
+    rng = np.random.default_rng(0)
+    ply = write_gaussian_ply(tmp_path / "g.ply", GaussianData(rng.normal(size=(5, 3)), np.full((5, 3), -3.0),
+                                                              np.tile([1.0, 0, 0, 0], (5, 1)), np.zeros(5),
+                                                              np.zeros((5, 1, 3))))
+    (tmp_path / "renders").write_text("a file")
+    err = _one_line_error(["splat", "render", str(ply), "--data", str(data), "-o", str(tmp_path / "renders")], capsys)
+    assert "output folder" in err and "is an existing file" in err
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("cameras.txt", "1 PINHOLE 64 48 nan 60 32 24", "NaN in the parameters of camera 1"),
+    ("cameras.txt", "1 PINHOLE 64 48 -60 60 32 24", "camera 1 has focal length -60"),
+    ("K.txt", "nan 0 32 0 60 24 0 0 1", "NaN in the calibration matrix"),
+    ("K.txt", "-60 0 32 0 -60 24 0 0 1", "focal length -60"),
+])
+def test_bad_intrinsics_in_cameras_txt_or_a_k_file(tmp_path: Path, capsys, file: str, content: str,
+                                                   message: str) -> None:
+    folder = _photos(tmp_path / "photos")
+    (tmp_path / file).write_text(content + "\n")
+    err = _one_line_error(["sfm", str(folder), "-o", str(tmp_path / "out"), "--intrinsics", str(tmp_path / file)],
+                          capsys)
+    assert message in err
+
+
+def test_nan_in_a_colmap_pose(tmp_path: Path, capsys) -> None:
+    write_model(small_model(), tmp_path / "m", "txt")
+    text = (tmp_path / "m" / "images.txt").read_text().splitlines()
+    first = next(k for k, line in enumerate(text) if line and not line.startswith("#"))
+    fields = text[first].split()
+    fields[5] = "nan"
+    text[first] = " ".join(fields)
+    (tmp_path / "m" / "images.txt").write_text("\n".join(text) + "\n")
+    err = _one_line_error(["model", "info", str(tmp_path / "m")], capsys)
+    assert f"NaN in the pose of image {fields[0]}" in err
+
+
+def test_ctrl_c_inside_a_numba_kernel_is_an_interrupt(tmp_path: Path, capsys, monkeypatch) -> None:
+    """numba turns a KeyboardInterrupt raised while a kernel calls back into Python into a chained SystemError."""
+    import mapforge.sfm.pipeline
+
+    def interrupted_kernel(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher(<function normal_equations>) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(mapforge.sfm.pipeline, "run_sfm", interrupted_kernel)
+    err = _one_line_error(["sfm", str(tmp_path), "-o", str(tmp_path / "out")], capsys, status=130)
+    assert "interrupted" in err
+
+
+def test_other_errors_are_not_taken_for_interrupts(tmp_path: Path, monkeypatch) -> None:
+    import mapforge.sfm.pipeline
+
+    def failing(*args, **kwargs):
+        raise SystemError("a real bug")
+
+    monkeypatch.setattr(mapforge.sfm.pipeline, "run_sfm", failing)
+    with pytest.raises(SystemError, match="a real bug"):
+        main(["sfm", str(tmp_path), "-o", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "70000"], "argument --port: expected a port number from 0 to 65535"),
+    (["--port", "-1"], "argument --port: expected a port number"),
+    (["--host", "999.1.1.1"], "host '999.1.1.1' is not an IP address"),
+])
+def test_view_refuses_a_bad_port_or_host_at_once(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    try:
+        status = main(["view", str(tmp_path), *args])
+    except SystemExit as exit_info:
+        status = exit_info.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mapforge.calibration import CALIBRATION_MODELS, calibrate_checkerboard
+from mapforge.cli.arguments import positive_float
 from mapforge.errors import InputError
 
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders of images of the board")
     parser.add_argument("--pattern", type=_pattern, required=True,
                         help="inner corners per row x per column, e.g. 9x6 for a board of 10 x 7 squares")
-    parser.add_argument("--square", type=float, required=True, help="side of one square (e.g. 0.025 for 25 mm)")
+    parser.add_argument("--square", type=positive_float, required=True, help="side of one square (e.g. 0.025 for 25 mm)")
     parser.add_argument("--model", default="OPENCV", choices=CALIBRATION_MODELS, help="camera model (default OPENCV)")
     parser.add_argument("-o", "--output", default="cameras.txt", help="output cameras.txt (default ./cameras.txt)")
     parser.set_defaults(func=_run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mapforge.cli.arguments import positive_int
 from mapforge.errors import InputError
 from mapforge.export import FORMATS, VideoConfig, export, export_video
 
@@ -22,10 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DEST", help="destination file or folder")
     parser.add_argument("--text", action="store_true", help="colmap: write the text format instead of binary")
     parser.add_argument("--video", action="store_true", help="also render an .mp4 along the registered cameras")
-    parser.add_argument("--frames-per-camera", type=int, default=VideoConfig.frames_per_camera,
+    parser.add_argument("--frames-per-camera", type=positive_int, default=VideoConfig.frames_per_camera,
                         help=f"video frames between consecutive cameras (default {VideoConfig.frames_per_camera})")
-    parser.add_argument("--fps", type=int, default=VideoConfig.fps, help=f"video frame rate (default {VideoConfig.fps})")
-    parser.add_argument("--max-size", type=int, default=VideoConfig.max_size,
+    parser.add_argument("--fps", type=positive_int, default=VideoConfig.fps, help=f"video frame rate (default {VideoConfig.fps})")
+    parser.add_argument("--max-size", type=positive_int, default=VideoConfig.max_size,
                         help=f"longest video side in pixels (default {VideoConfig.max_size})")
     parser.set_defaults(func=_export)
 
@@ -33,8 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     if args.format is None and not args.video:
         raise InputError("nothing to export: give --format and/or --video")
-    if min(args.frames_per_camera, args.fps, args.max_size) <= 0:
-        raise InputError("--frames-per-camera, --fps and --max-size must be positive")
     dest = Path(args.output)
     if args.format is not None:
         path, what = export(args.run, args.format, dest, text=args.text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mapforge.cli.arguments import int_in, non_negative_float, non_negative_int, positive_float, positive_int
 from mapforge.pointmap.graph import SCENE_GRAPHS
 
 
@@ -19,19 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", required=True,
                         help="checkpoint: a released DUSt3R/MASt3R .pth, a state dict .pth or a .safetensors file")
     parser.add_argument("-o", "--output", required=True, help="output folder")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=int_in(16), default=None,
                         help="network image size (default: the checkpoint's, 512 or 224)")
     parser.add_argument("--scene-graph", default="complete",
                         help=f"image pairs to run: {', '.join(SCENE_GRAPHS)} (default complete; swin/logwin accept "
                         "-noncyclic)")
-    parser.add_argument("--iterations", type=int, default=300, help="global alignment iterations (default 300)")
-    parser.add_argument("--lr", type=float, default=0.01, help="global alignment learning rate (default 0.01)")
-    parser.add_argument("--min-conf", type=float, default=3.0,
+    parser.add_argument("--iterations", type=non_negative_int, default=300, help="global alignment iterations (default 300)")
+    parser.add_argument("--lr", type=positive_float, default=0.01, help="global alignment learning rate (default 0.01)")
+    parser.add_argument("--min-conf", type=non_negative_float, default=3.0,
                         help="confidence threshold of the point cloud (default 3)")
-    parser.add_argument("--batch-size", type=int, default=1, help="pairs per network call (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="pairs per network call (default 1)")
     parser.add_argument("--intrinsics", default=None,
                         help="known intrinsics of the photographs: 3x3 K text file or COLMAP cameras.txt/.bin")
-    parser.add_argument("--max-points", type=int, default=1_000_000,
+    parser.add_argument("--max-points", type=positive_int, default=1_000_000,
                         help="at most this many points in points.ply (default 1000000)")
     parser.add_argument("--matches-only", action="store_true",
                         help="MASt3R only: write its reciprocal matches to OUT/database.db (COLMAP database) for "

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from mapforge.cli.arguments import int_in, non_negative_float, positive_float, positive_int
 from mapforge.errors import InputError
 from mapforge.run import FEATURES, INITS, METHODS, RunConfig, run, run_demo, summary_text
+from mapforge.sfm.features import MIN_IMAGE_SIZE
+from mapforge.sfm.pairs import PAIR_METHODS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,18 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--camera-model", dest="camera_model", help="camera model for unknown intrinsics")
     parser.add_argument("--features", choices=FEATURES,
                         help="SfM features: sift (default), xfeat, or mast3r (MASt3R matches; needs --weights)")
-    parser.add_argument("--matcher", choices=("exhaustive", "sequential", "retrieval"), help="SfM pair selection")
-    parser.add_argument("--max-image-size", dest="max_image_size", type=int, help="SfM feature image size")
-    parser.add_argument("--minutes", type=float, help="training budget in minutes (default 5)")
-    parser.add_argument("--iterations", type=int, help="training iterations when --minutes is 0")
-    parser.add_argument("--downscale", type=int, help="train on images reduced N times")
+    parser.add_argument("--matcher", choices=PAIR_METHODS, help="SfM pair selection")
+    parser.add_argument("--max-image-size", dest="max_image_size", type=int_in(MIN_IMAGE_SIZE),
+                        help="SfM feature image size")
+    parser.add_argument("--minutes", type=non_negative_float, help="training budget in minutes (default 5)")
+    parser.add_argument("--iterations", type=positive_int, help="training iterations when --minutes is 0")
+    parser.add_argument("--downscale", type=positive_int, help="train on images reduced N times")
     parser.add_argument("--ground-truth", dest="ground_truth", help="COLMAP model with true poses to score against")
     parser.add_argument("--overwrite", action="store_true", default=None, help="recompute complete stages")
     parser.set_defaults(func=_run)
 
     demo = subparsers.add_parser("demo", help="run the whole pipeline on the built-in synthetic scene")
     demo.add_argument("-o", "--output", default="outputs/demo", help="output folder (default outputs/demo)")
-    demo.add_argument("--minutes", type=float, default=4.0, help="splat training budget in minutes (default 4)")
+    demo.add_argument("--minutes", type=positive_float, default=4.0, help="splat training budget in minutes (default 4)")
     demo.set_defaults(func=_demo)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mapforge.cli.arguments import int_in, positive_int
 from mapforge.geometry.cameras import CAMERA_MODELS
-from mapforge.sfm.features import FEATURE_METHODS
+from mapforge.sfm.features import FEATURE_METHODS, MIN_IMAGE_SIZE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "`mapforge pointmap --matches-only`) instead of extracting and matching")
     parser.add_argument("--matcher", choices=("exhaustive", "sequential", "retrieval"), default="exhaustive",
                         help="which image pairs to match (default exhaustive)")  # fmt: skip
-    parser.add_argument("--max-image-size", type=int, default=None, help="downscale images so the longer side is at most this (default 1600)")
-    parser.add_argument("--max-features", type=int, default=None, help="keypoints per image (default 8192)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    parser.add_argument("--max-image-size", type=int_in(MIN_IMAGE_SIZE), default=None,
+                        help="downscale images so the longer side is at most this (default 1600)")
+    parser.add_argument("--max-features", type=positive_int, default=None, help="keypoints per image (default 8192)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="parallel workers (default: all cores)")
     parser.set_defaults(func=_run)
 
 

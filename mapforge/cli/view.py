@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mapforge.cli.arguments import port
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dense points, the trained Gaussian splats, and any registered view to look through.",
     )
     parser.add_argument("run", metavar="OUT", help="run folder written by `mapforge run`")
-    parser.add_argument("--port", type=int, default=8080, help="port to serve on (default 8080; the next free one "
+    parser.add_argument("--port", type=port, default=8080, help="port to serve on (default 8080; the next free one "
                         "is used when it is busy; 0 for any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only; "
                         "0.0.0.0 shares the viewer with the network)")

@@ -18,7 +18,7 @@ from mapforge.datasets.loaders import check_downscale, downscale_cameras, fit_ca
 from mapforge.errors import InputError
 from mapforge.io import colmap
 from mapforge.io.images import exif_focal_px, image_size
-from mapforge.scene import Camera
+from mapforge.scene import Camera, check_camera, check_finite
 
 # COLMAP's ImageReaderOptions.default_focal_length_factor: focal = 1.2 * max(width, height) without EXIF.
 DEFAULT_FOCAL_FACTOR = 1.2
@@ -48,9 +48,10 @@ def read_k_txt(file: Path) -> np.ndarray:
     if len(values) != 9:
         raise InputError(f"{file}: expected 9 numbers (a 3x3 matrix), found {len(values)}")
     K = np.array(values).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0 or np.abs(K[2] - [0, 0, 1]).max() > 1e-9 or abs(K[1, 0]) > 0:
+    check_finite(K, "the calibration matrix", str(file))
+    if np.abs(K[2] - [0, 0, 1]).max() > 1e-9 or abs(K[1, 0]) > 0:
         raise InputError(f"{file}: not a calibration matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]")
-    if abs(K[0, 1]) > 1e-6 * K[0, 0]:
+    if abs(K[0, 1]) > 1e-6 * abs(K[0, 0]):
         raise InputError(f"{file}: skewed calibration matrices are not supported")
     return K
 
@@ -63,13 +64,25 @@ def _find_intrinsics(path: Path, image_dir: Path) -> Path | None:
     return None
 
 
+def cameras_from_file(file: Path, sizes: list[tuple[int, int]], names: list[str]) -> list[Camera]:
+    """One camera per image of size `sizes[k]` named `names[k]`, from a K.txt (one matrix for images of one size)
+    or a COLMAP `cameras.txt` / `cameras.bin` (see `load_folder`)."""
+    if not file.is_file():
+        raise InputError(f"intrinsics file {file} does not exist")
+    if file.name.startswith("cameras."):
+        return _cameras_from_colmap(file, sizes, names)
+    return _cameras_from_k(read_k_txt(file), sizes, file)
+
+
 def _cameras_from_k(K: np.ndarray, sizes: list[tuple[int, int]], file: Path) -> list[Camera]:
     if len(set(sizes)) != 1:
-        raise InputError(f"{file}: one K for images of different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(set(sizes)))})")
+        listed = ", ".join(f"{w}x{h}" for w, h in sorted(set(sizes)))
+        raise InputError(f"{file}: one K for images of different sizes ({listed}); give a cameras.txt instead")
     width, height = sizes[0]
+    camera = check_camera(Camera("PINHOLE", width, height, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]),
+                          "the calibration matrix", str(file))
     if not (0 < K[0, 2] < width and 0 < K[1, 2] < height):
         raise InputError(f"{file}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the {width}x{height} images")
-    camera = Camera("PINHOLE", width, height, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
     return [camera] * len(sizes)
 
 
@@ -118,14 +131,10 @@ def load_folder(path: str | Path, intrinsics: str | Path | None = None, downscal
     paths = list_images(image_dir)
     sizes = [image_size(p) for p in paths]
     file = Path(intrinsics) if intrinsics is not None else _find_intrinsics(path, image_dir)
-    if file is not None and not file.is_file():
-        raise InputError(f"intrinsics file not found: {file}")
     if file is None:
         cameras, sources = _guessed_cameras(paths, sizes)
-    elif file.name.startswith("cameras."):
-        cameras, sources = _cameras_from_colmap(file, sizes, [p.name for p in paths]), ["file"] * len(paths)
     else:
-        cameras, sources = _cameras_from_k(read_k_txt(file), sizes, file), ["file"] * len(paths)
+        cameras, sources = cameras_from_file(file, sizes, [p.name for p in paths]), ["file"] * len(paths)
     cameras = downscale_cameras(cameras, downscale)
     return Dataset(
         name=path.name,

@@ -25,7 +25,7 @@ from mapforge.datasets.loaders import check_downscale, downscale_cameras, image_
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.images import image_size
-from mapforge.scene import Camera, Reconstruction
+from mapforge.scene import Camera, Reconstruction, check_camera, check_finite
 
 # LLFF/NeRF hold out every 8th image (`llffhold = 8`) for testing.
 TEST_EVERY = 8
@@ -50,8 +50,11 @@ def read_poses_bounds(file: Path) -> tuple[list[Rigid3], np.ndarray, np.ndarray]
         table = np.load(file)
     except (OSError, ValueError) as exc:
         raise InputError(f"{file}: cannot read as a NumPy array ({exc})") from exc
-    if table.ndim != 2 or table.shape[1] != 17 or not np.isfinite(table).all():
-        raise InputError(f"{file}: expected a finite [N, 17] array, got shape {table.shape}")
+    if table.ndim != 2 or table.shape[1] != 17:
+        raise InputError(f"{file}: expected an [N, 17] array, got shape {table.shape}")
+    for row, values in enumerate(table):
+        check_finite(values[:15], f"the pose of row {row} (image {row} in name order)", str(file))
+        check_finite(values[15:], f"the depth bounds of row {row}", str(file))
     matrices = table[:, :15].reshape(-1, 3, 5).astype(np.float64)
     poses = []
     for matrix in matrices:
@@ -101,7 +104,8 @@ def load_llff(path: str | Path, factor: int | None = None, downscale: int = 1) -
         f = focal * actual_w / width
         key = (actual_w, actual_h, f)
         if key not in shared:
-            shared[key] = Camera("PINHOLE", actual_w, actual_h, [f, f, actual_w / 2.0, actual_h / 2.0])
+            camera = Camera("PINHOLE", actual_w, actual_h, [f, f, actual_w / 2.0, actual_h / 2.0])
+            shared[key] = check_camera(camera, f"the camera of {image_path.name}", str(file))
         cameras.append(shared[key])
     cameras = downscale_cameras(cameras, downscale)
     return Dataset(

@@ -17,7 +17,7 @@ from mapforge.datasets.loaders import check_downscale, downscale_cameras, image_
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.images import image_size
-from mapforge.scene import Camera
+from mapforge.scene import Camera, check_camera, check_finite
 
 # No official split; hold out every 8th view as for the other data without one.
 TEST_EVERY = 8
@@ -49,6 +49,7 @@ def read_par(file: Path) -> list[tuple[str, np.ndarray, Rigid3]]:
             values = np.array([float(v) for v in fields[1:]])
         except ValueError as exc:
             raise InputError(f"{file}: line {number}: {exc}") from exc
+        check_finite(values, f"the calibration of {fields[0]}", f"{file}:{number}")
         K = values[:9].reshape(3, 3)
         rotation = values[9:18].reshape(3, 3)
         if np.abs(rotation @ rotation.T - np.eye(3)).max() > 1e-4 or abs(K[2, 2] - 1) > 1e-9:
@@ -76,7 +77,10 @@ def load_middlebury(path: str | Path, downscale: int = 1) -> Dataset:
             raise InputError(f"{files[0]}: image {name} has a skewed K, which mapforge cameras cannot represent")
         width, height = image_size(image_path)
         key = (width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-        cameras.append(shared.setdefault(key, Camera("PINHOLE", width, height, list(key[2:]))))
+        if key not in shared:
+            shared[key] = check_camera(Camera("PINHOLE", width, height, list(key[2:])), f"the camera of {name}",
+                                       str(files[0]))
+        cameras.append(shared[key])
         paths.append(image_path)
         poses.append(pose)
     cameras = downscale_cameras(cameras, downscale)

@@ -15,7 +15,7 @@ from mapforge.datasets.base import Dataset, every_nth_split
 from mapforge.datasets.loaders import check_downscale, check_image_sizes, downscale_cameras, image_loader
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
-from mapforge.scene import Camera
+from mapforge.scene import Camera, check_camera, check_finite
 
 CAMERA_FOLDER = "gt_dense_cameras"
 # No official split; hold out every 8th view as for the other data without one.
@@ -34,6 +34,7 @@ def read_camera_file(file: Path) -> tuple[Camera, Rigid3]:
         raise InputError(f"{file}: not a Strecha .camera file ({exc})") from exc
     if len(rows) < 9 or [len(r) for r in rows[:9]] != [3, 3, 3, 3, 3, 3, 3, 3, 2]:
         raise InputError(f"{file}: expected 9 lines (K 3x3, distortion 3, R 3x3, centre 3, width height)")
+    check_finite([v for row in rows[:9] for v in row], "the calibration and pose", str(file))
     K = np.array(rows[0:3])
     if any(rows[3]):
         raise InputError(f"{file}: non-zero radial distortion {rows[3]} is not supported (its model is undocumented)")
@@ -43,7 +44,7 @@ def read_camera_file(file: Path) -> tuple[Camera, Rigid3]:
     u, _, vt = np.linalg.svd(world_from_cam_rotation)
     centre = np.array(rows[7])
     width, height = int(rows[8][0]), int(rows[8][1])
-    camera = Camera("PINHOLE", width, height, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+    camera = check_camera(Camera("PINHOLE", width, height, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]), "K", str(file))
     return camera, Rigid3(u @ vt, centre).inverse()
 
 

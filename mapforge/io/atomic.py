@@ -10,16 +10,50 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mapforge.errors import MapforgeError
+from mapforge.errors import InputError, MapforgeError
 
 
-def _check_writable(parent: Path) -> None:
+def check_output_folder(path: str | Path) -> None:
+    """Raise `InputError` when `path`, or a parent that would have to be created, is an existing file.
+
+    Creates nothing: a stage calls it before its long work, then `output_folder` when it writes.
+    """
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            return
+        if folder.exists():
+            what = "is an existing file" if folder == path else f"cannot be created: {folder} is a file"
+            raise InputError(f"output folder {path} {what}")
+
+
+def output_folder(path: str | Path) -> Path:
+    """Create the folder `path` (and its parents) unless it exists, and return it.
+
+    Raises `InputError` when `path` or one of its parents is an existing file, `MapforgeError` when the folder
+    cannot be created or written to.
+    """
+    path = Path(path)
+    check_output_folder(path)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MapforgeError(f"cannot create output folder {parent}: {exc.strerror or exc}") from exc
-    if not os.access(parent, os.W_OK):
-        raise MapforgeError(f"output folder {parent} is not writable")
+        raise MapforgeError(f"cannot create output folder {path}: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK):
+        raise MapforgeError(f"output folder {path} is not writable")
+    return path
+
+
+def start_outputs(folder: str | Path, summary: str) -> Path:
+    """Prepare `folder` for a stage that is about to (re)write its outputs and finishes with the file `summary`.
+
+    The summary from an earlier run is removed first: a stage is complete when its summary exists, so a run
+    stopped after some of the new outputs were written (a model, but no report yet) is recognisably unfinished
+    rather than taken for complete with the old summary. Returns the folder.
+    """
+    folder = output_folder(folder)
+    (folder / summary).unlink(missing_ok=True)
+    return folder
 
 
 @contextlib.contextmanager
@@ -30,7 +64,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     An existing folder at `path` is replaced only once the new one is complete.
     """
     path = Path(path)
-    _check_writable(path.parent)
+    output_folder(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.rmdir()  # the caller decides whether it becomes a file or a folder
     try:

@@ -32,7 +32,7 @@ from mapforge.errors import InputError, MapforgeError
 from mapforge.geometry.cameras import CAMERA_MODELS, CameraModel, model_by_id
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path
-from mapforge.scene import Camera, Image, Point3D, Reconstruction
+from mapforge.scene import Camera, Image, Point3D, Reconstruction, check_camera, check_finite
 
 MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")
 INVALID_POINT3D_ID = 2**64 - 1
@@ -243,13 +243,13 @@ def _num_observations(images: dict[int, Image]) -> int:
 # Camera-model lookups
 
 
-def _camera(model: str, width: int, height: int, params: list[float] | np.ndarray, where: str) -> Camera:
+def _camera(camera_id: int, model: str, width: int, height: int, params: list[float] | np.ndarray, where: str) -> Camera:
     if model not in CAMERA_MODELS:
         raise InputError(f"{where}: unknown camera model {model!r}")
     expected = CAMERA_MODELS[model].num_params
     if len(params) != expected:
         raise InputError(f"{where}: camera model {model} takes {expected} parameters, got {len(params)}")
-    return Camera(model, width, height, np.asarray(params, dtype=np.float64))
+    return check_camera(Camera(model, width, height, np.asarray(params, dtype=np.float64)), f"camera {camera_id}", where)
 
 
 def _model_from_id(model_id: int, where: str) -> CameraModel:
@@ -326,11 +326,12 @@ _DATA_ID = np.dtype([("type", "<i4"), ("sensor", "<u4"), ("id", "<u8")])
 _KEYPOINT = np.dtype([("x", "<f8"), ("y", "<f8"), ("point3D_id", "<u8")])
 
 
-def _pose_from_values(values: tuple | list) -> Rigid3:
+def _pose_from_values(values: tuple | list, what: str, where: str) -> Rigid3:
+    """`QW QX QY QZ TX TY TZ` -> a pose, or `InputError` ("`where`: NaN in the pose of `what`")."""
+    check_finite(values, f"the pose of {what}", where)
     quat = np.asarray(values[:4], dtype=np.float64)
-    norm = np.linalg.norm(quat)
-    if not np.isfinite(norm) or norm < 1e-12:
-        raise ValueError(f"invalid quaternion {quat.tolist()}")
+    if np.linalg.norm(quat) < 1e-12:
+        raise InputError(f"{where}: the pose of {what} has a zero quaternion {quat.tolist()}")
     return Rigid3.from_quat(quat, values[4:7])
 
 
@@ -352,7 +353,7 @@ def read_cameras_binary(path: str | Path) -> dict[int, Camera]:
         camera_id, model_id, width, height = reader.unpack(_CAMERA)
         model = _model_from_id(model_id, f"{reader.path} (camera {camera_id})")
         params = reader.array("<f8", model.num_params)
-        cameras[camera_id] = _camera(model.name, width, height, params, f"{reader.path} (camera {camera_id})")
+        cameras[camera_id] = _camera(camera_id, model.name, width, height, params, str(reader.path))
     reader.finish()
     return cameras
 
@@ -367,10 +368,7 @@ def read_images_binary(path: str | Path) -> dict[int, Image]:
         (camera_id,) = reader.unpack(_U32)
         name = reader.cstring()
         keypoints = reader.array(_KEYPOINT, reader.count())
-        try:
-            cam_from_world = _pose_from_values(pose)
-        except ValueError as exc:
-            raise InputError(f"{reader.path}: image {image_id}: {exc}") from exc
+        cam_from_world = _pose_from_values(pose, f"image {image_id}", str(reader.path))
         images[image_id] = Image(name, camera_id, cam_from_world, np.stack([keypoints["x"], keypoints["y"]], axis=1),
                                  _point_ids_from_u64(keypoints["point3D_id"]))
     reader.finish()
@@ -389,6 +387,7 @@ def read_points3D_binary(path: str | Path) -> dict[int, Point3D]:
     points = {}
     for _ in range(reader.count()):
         point_id, x, y, z, r, g, b, error, track_length = reader.unpack(_POINT3D)
+        check_finite([x, y, z], f"the position of point {point_id}", str(reader.path))
         track = reader.array("<u4", 2 * track_length).reshape(-1, 2)
         points[point_id] = Point3D(np.array([x, y, z]), np.array([r, g, b], dtype=np.uint8), error, track)
     reader.finish()
@@ -409,13 +408,9 @@ def read_rigs_binary(path: str | Path) -> dict[int, Rig]:
         for _ in range(max(num_sensors - 1, 0)):
             sensor_type, sensor_id = reader.unpack(_SENSOR)
             (has_pose,) = reader.unpack(_U8)
-            pose = None
-            if has_pose:
-                try:
-                    pose = _pose_from_values(reader.unpack(_POSE))
-                except ValueError as exc:
-                    raise InputError(f"{where}: {exc}") from exc
-            rig.sensors[(_sensor_type(sensor_type, where), sensor_id)] = pose
+            sensor = (_sensor_type(sensor_type, where), sensor_id)
+            what = f"sensor {sensor[0]} {sensor[1]} of rig {rig_id}"
+            rig.sensors[sensor] = _pose_from_values(reader.unpack(_POSE), what, str(reader.path)) if has_pose else None
         rigs[rig_id] = rig
     reader.finish()
     return rigs
@@ -428,10 +423,7 @@ def read_frames_binary(path: str | Path) -> dict[int, Frame]:
     for _ in range(reader.count()):
         frame_id, rig_id = reader.unpack(_FRAME_HEAD)
         where = f"{reader.path} (frame {frame_id})"
-        try:
-            rig_from_world = _pose_from_values(reader.unpack(_POSE))
-        except ValueError as exc:
-            raise InputError(f"{where}: {exc}") from exc
+        rig_from_world = _pose_from_values(reader.unpack(_POSE), f"frame {frame_id}", str(reader.path))
         (num_data,) = reader.unpack(_U32)
         data = reader.array(_DATA_ID, num_data)
         data_ids = [
@@ -568,11 +560,8 @@ def _floats(tokens: list[str], path: str | Path, number: int) -> list[float]:
         raise _parse_error(path, number, f"not a number: {exc}") from None
 
 
-def _pose_from_tokens(tokens: list[str], path: str | Path, number: int) -> Rigid3:
-    try:
-        return _pose_from_values(_floats(tokens, path, number))
-    except ValueError as exc:
-        raise _parse_error(path, number, str(exc)) from None
+def _pose_from_tokens(tokens: list[str], path: str | Path, number: int, what: str) -> Rigid3:
+    return _pose_from_values(_floats(tokens, path, number), what, f"{path}:{number}")
 
 
 def _sensor_from_token(token: str, path: str | Path, number: int) -> str:
@@ -591,7 +580,8 @@ def read_cameras_text(path: str | Path) -> dict[int, Camera]:
             camera_id, width, height = int(tokens[0]), int(tokens[2]), int(tokens[3])
         except ValueError:
             raise _parse_error(path, number, "camera id, width and height must be integers") from None
-        cameras[camera_id] = _camera(tokens[1], width, height, _floats(tokens[4:], path, number), f"{path}:{number}")
+        cameras[camera_id] = _camera(camera_id, tokens[1], width, height, _floats(tokens[4:], path, number),
+                                     f"{path}:{number}")
     return cameras
 
 
@@ -613,7 +603,7 @@ def read_images_text(path: str | Path) -> dict[int, Image]:
             image_id, camera_id = int(parts[0]), int(parts[8])
         except ValueError:
             raise _parse_error(path, number, "image and camera ids must be integers") from None
-        cam_from_world = _pose_from_tokens(parts[1:8], path, number)
+        cam_from_world = _pose_from_tokens(parts[1:8], path, number, f"image {image_id}")
         points_line = lines[index].strip() if index < len(lines) else ""
         index += 1
         tokens = points_line.split()
@@ -643,6 +633,7 @@ def read_points3D_text(path: str | Path) -> dict[int, Point3D]:
         if not all(0 <= c <= 255 for c in rgb):
             raise _parse_error(path, number, f"colour {rgb} is outside 0..255")
         values = _floats(tokens[1:4] + tokens[7:8], path, number)
+        check_finite(values[:3], f"the position of point {point_id}", f"{path}:{number}")
         points[point_id] = Point3D(np.array(values[:3]), np.array(rgb, dtype=np.uint8), values[3], track)
     return points
 
@@ -666,7 +657,8 @@ def read_rigs_text(path: str | Path) -> dict[int, Rig]:
                 if has_pose:
                     if at + 7 > len(tokens):
                         raise IndexError
-                    pose = _pose_from_tokens(tokens[at : at + 7], path, number)
+                    what = f"sensor {sensor[0]} {sensor[1]} of rig {rig_id}"
+                    pose = _pose_from_tokens(tokens[at : at + 7], path, number, what)
                     at += 7
                 rig.sensors[sensor] = pose
         except (ValueError, IndexError):
@@ -686,7 +678,7 @@ def read_frames_text(path: str | Path) -> dict[int, Frame]:
             frame_id, rig_id = int(tokens[0]), int(tokens[1])
             if len(tokens) < 10:
                 raise IndexError
-            rig_from_world = _pose_from_tokens(tokens[2:9], path, number)
+            rig_from_world = _pose_from_tokens(tokens[2:9], path, number, f"frame {frame_id}")
             num_data = int(tokens[9])
             if len(tokens) != 10 + 3 * num_data:
                 raise _parse_error(

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
 
 from mapforge.errors import InputError
 from mapforge.io.atomic import atomic_path
@@ -33,6 +33,8 @@ _RESOLUTION_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
 # diagonal, which keeps the conversion right for 4:3 phone sensors as well as 3:2 ones.
 _FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 _JPEG_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# What Pillow raises for a file it cannot open or decode: truncated data, bad chunks, unknown formats.
+_PIL_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError)
 
 
 def downscaled_size(width: int, height: int, downscale: int) -> tuple[int, int]:
@@ -50,11 +52,25 @@ def _check_file(path: Path) -> None:
 
 
 def _open_header(path: Path) -> PILImage.Image:
+    """The one place image files are opened: every reader below starts here, so every failure is an InputError."""
     _check_file(path)
     try:
         return PILImage.open(path)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: not a supported image file ({exc})") from exc
+    except PILImage.DecompressionBombError as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    except _PIL_ERRORS as exc:
+        raise InputError(f"cannot read image {path}: not a supported image file ({exc})") from None
+
+
+def read_upright_rgb(path: str | Path) -> PILImage.Image:
+    """The image as an upright (EXIF orientation applied) RGB Pillow image, alpha dropped, for code that must
+    resize exactly as Pillow does. Raises `InputError` naming the file if it is missing, corrupt or too large."""
+    path = Path(path)
+    with _open_header(path) as header:
+        try:
+            return ImageOps.exif_transpose(header).convert("RGB")
+        except (*_PIL_ERRORS, PILImage.DecompressionBombError) as exc:
+            raise InputError(f"cannot decode image {path}: {exc}") from None
 
 
 def _exif(header: PILImage.Image) -> PILImage.Exif:
@@ -152,7 +168,10 @@ def read_image(path: str | Path, downscale: int = 1) -> np.ndarray:
     flags = cv2.IMREAD_UNCHANGED
     if is_jpeg and downscale in _JPEG_REDUCED_FLAGS:
         flags = _JPEG_REDUCED_FLAGS[downscale] | cv2.IMREAD_IGNORE_ORIENTATION
-    decoded = cv2.imdecode(data, flags) if data.size else None
+    try:
+        decoded = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error:
+        decoded = None
     if decoded is None:
         raise InputError(f"cannot decode image {path}: the file is corrupt or in an unsupported format")
     if decoded.ndim == 2:

@@ -26,7 +26,7 @@ from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import write_json
 from mapforge.io.images import IMAGE_EXTENSIONS, image_size
-from mapforge.scene import Camera
+from mapforge.scene import Camera, check_camera, check_finite
 
 FLAVOURS = ("nerfstudio", "instant-ngp", "blender")
 # Flips y and z: OpenGL camera axes <-> OpenCV camera axes (its own inverse).
@@ -88,10 +88,9 @@ def _rigid_from_frame(frame: dict, index: int, path: Path) -> Rigid3:
         matrix = np.asarray(frame["transform_matrix"], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}: 'transform_matrix' of frame {index} is not a numeric matrix") from exc
-    if matrix.shape not in ((4, 4), (3, 4)) or not np.isfinite(matrix).all():
-        raise InputError(
-            f"{path}: 'transform_matrix' of frame {index} must be a finite 4x4 or 3x4 matrix, got shape {matrix.shape}"
-        )
+    if matrix.shape not in ((4, 4), (3, 4)):
+        raise InputError(f"{path}: 'transform_matrix' of frame {index} must be a 4x4 or 3x4 matrix, got shape {matrix.shape}")
+    check_finite(matrix, f"the transform_matrix of frame {index}", str(path))
     rotation = matrix[:3, :3]
     if np.abs(rotation.T @ rotation - np.eye(3)).max() > 1e-3 or np.linalg.det(rotation) <= 0:
         raise InputError(f"{path}: 'transform_matrix' of frame {index} is not a rigid transform (rotation is not orthonormal)")
@@ -135,8 +134,6 @@ def _camera_from_fields(fields: dict, image_path: Path, index: int, path: Path) 
         fy = fx
     cx = _number(fields, "cx", where, path) if "cx" in fields else 0.5 * width
     cy = _number(fields, "cy", where, path) if "cy" in fields else 0.5 * height
-    if fx <= 0 or fy <= 0 or width <= 0 or height <= 0:
-        raise InputError(f"{path}: frame {index} has a non-positive focal length or image size")
     dist = {key: _number(fields, key, where, path) if key in fields else 0.0 for key in _DISTORTION_KEYS}
     model_name = fields.get("camera_model", "OPENCV_FISHEYE" if fields.get("is_fisheye") else "OPENCV")
     if model_name == "OPENCV_FISHEYE":
@@ -196,6 +193,7 @@ def read_transforms(path: str | Path) -> TransformsData:
         image_path = _resolve_image(root, frame["file_path"], index, path)
         fields = {**global_fields, **{key: frame[key] for key in _INTRINSIC_KEYS if key in frame}}
         camera = _camera_from_fields(fields, image_path, index, path)
+        check_camera(camera, f"the camera of frame {index}", str(path))
         key = (camera.model, camera.width, camera.height, tuple(camera.params))
         image_paths.append(image_path)
         cameras.append(shared.setdefault(key, camera))

@@ -26,7 +26,7 @@ import numpy as np
 from mapforge import __version__
 from mapforge.devices import select_device
 from mapforge.errors import InputError, ReconstructionError
-from mapforge.io.atomic import write_json
+from mapforge.io.atomic import check_output_folder, start_outputs, write_json
 from mapforge.io.colmap_database import FeatureDatabase, write_database
 from mapforge.io.images import image_size
 from mapforge.pointmap.checkpoint import load_checkpoint
@@ -125,6 +125,7 @@ def run_matching(
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    check_output_folder(out_dir)
     paths = image_paths(images)
     if len(paths) < 2:
         raise InputError(f"matching needs at least 2 images, got {len(paths)}")
@@ -166,6 +167,7 @@ def run_matching(
     cameras = [_prior_camera(w, h) for w, h in sizes]
     database = FeatureDatabase(names, cameras, keypoints, matches, [False] * len(names))
     t0 = time.perf_counter()
+    start_outputs(out_dir, "report.json")
     path = write_database(database, out_dir / "database.db")
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start

@@ -32,12 +32,10 @@ import numpy as np
 import torch
 
 from mapforge import __version__
-from mapforge.datasets.folder import read_k_txt
-from mapforge.datasets.loaders import fit_camera_to_image
+from mapforge.datasets.folder import cameras_from_file
 from mapforge.devices import select_device
 from mapforge.errors import InputError, ReconstructionError
-from mapforge.io import colmap
-from mapforge.io.atomic import atomic_path, write_json
+from mapforge.io.atomic import atomic_path, check_output_folder, start_outputs, write_json
 from mapforge.io.colmap import write_model
 from mapforge.io.images import image_size
 from mapforge.io.ply import write_point_cloud
@@ -136,37 +134,6 @@ def image_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _read_file_cameras(file: Path, sizes: list[tuple[int, int]], names: list[str]) -> list[Camera]:
-    """One camera per image (at the photograph's size) from a K.txt or a COLMAP cameras file."""
-    if not file.is_file():
-        raise InputError(f"intrinsics file {file} does not exist")
-    if file.name.startswith("cameras.") and file.suffix in (".txt", ".bin"):
-        read = colmap.read_cameras_binary if file.suffix == ".bin" else colmap.read_cameras_text
-        available = list(read(file).values())
-        if not available:
-            raise InputError(f"{file}: no cameras")
-        cameras = []
-        for name, size in zip(names, sizes):
-            exact = [c for c in available if (c.width, c.height) == size]
-            if len(exact) > 1:
-                raise InputError(f"{file}: several cameras are {size[0]}x{size[1]}; which one is {name}'s is unknown")
-            if exact:
-                cameras.append(exact[0])
-            elif len(available) == 1:
-                cameras.append(fit_camera_to_image(available[0], *size, where=f"{file} for {name}"))
-            else:
-                raise InputError(f"{file}: no camera is {size[0]}x{size[1]} like {name}")
-        return cameras
-    K = read_k_txt(file)
-    if len(set(sizes)) != 1:
-        listed = ", ".join(f"{w}x{h}" for w, h in sorted(set(sizes)))
-        raise InputError(f"{file}: one K for images of different sizes ({listed}); give a cameras.txt instead")
-    width, height = sizes[0]
-    if not (0 < K[0, 2] < width and 0 < K[1, 2] < height):
-        raise InputError(f"{file}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the {width}x{height} images")
-    return [Camera("PINHOLE", width, height, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])] * len(sizes)
-
-
 def _network_intrinsics(camera: Camera, mapping: PixelMapping, name: str) -> tuple[float, np.ndarray]:
     """Focal and principal point `[2]` in the network image of a photograph's distortion-free `camera`."""
     from mapforge.geometry.cameras import CAMERA_MODELS
@@ -260,6 +227,107 @@ def _depth_file_names(names: list[str]) -> list[str]:
     return [f"{stem}.npy" for stem in stems]
 
 
+@dataclass
+class PhotoSet:
+    """The photographs to reconstruct: files `[N]`, names in the model `[N]`, `(width, height)` `[N]`, and their
+    cameras when an intrinsics file gives them (else None)."""
+
+    paths: list[Path]
+    names: list[str]
+    sizes: list[tuple[int, int]]
+    file_cameras: list[Camera] | None
+
+
+def read_photos(images: str | Path | Sequence[str | Path], intrinsics: str | Path | None) -> PhotoSet:
+    """List the photographs (at least 2) and read their sizes and, with `intrinsics`, their cameras."""
+    paths = image_paths(images)
+    if len(paths) < 2:
+        raise InputError(f"pointmap reconstruction needs at least 2 images, got {len(paths)}")
+    names = image_names(paths)
+    sizes = [image_size(p) for p in paths]
+    file_cameras = cameras_from_file(Path(intrinsics), sizes, names) if intrinsics is not None else None
+    return PhotoSet(paths, names, sizes, file_cameras)
+
+
+def prepare_views(photos: PhotoSet, size: int, patch_size: int) -> tuple[list[dict], list[PixelMapping]]:
+    """The network's input views (see `load_images`) and each photograph's pixel mapping to its view."""
+    views = load_images(photos.paths, size, patch_size=patch_size)
+    mappings = [PixelMapping.from_preprocessing(w, h, size, patch_size=patch_size) for w, h in photos.sizes]
+    return views, mappings
+
+
+def align(predictions: PairPredictions, photos: PhotoSet, mappings: list[PixelMapping], config: PointmapRunConfig,
+          device: torch.device) -> AlignmentResult:
+    """Global alignment of the pairwise pointmaps, with the file cameras' intrinsics held fixed.
+
+    Raises `ReconstructionError` when it diverges."""
+    known_focals: list[float | None] = [None] * len(photos.paths)
+    known_pp: list[np.ndarray | None] = [None] * len(photos.paths)
+    for k, (camera, mapping) in enumerate(zip(photos.file_cameras or [], mappings)):
+        known_focals[k], known_pp[k] = _network_intrinsics(camera, mapping, photos.names[k])
+    alignment = AlignmentConfig(iterations=config.iterations, lr=config.lr, schedule=config.schedule,
+                                min_conf_thr=config.min_conf, device=str(device), progress=config.progress)
+    result = global_alignment(predictions, alignment, known_focals=known_focals, known_principal_points=known_pp)
+    if not (np.isfinite(result.loss_history[-1]) and np.isfinite(result.focals).all()):
+        raise ReconstructionError("global alignment diverged (non-finite loss or focal lengths): the network's "
+                                  "pointmaps are unusable for these images (wrong or untrained weights?)")
+    return result
+
+
+def photo_cameras(result: AlignmentResult, photos: PhotoSet, mappings: list[PixelMapping]) -> list[Camera]:
+    """The camera of every photograph: the file's when given, else the alignment's moved to photo pixels."""
+    if photos.file_cameras is not None:
+        return list(photos.file_cameras)
+    return [photo_camera(result.focals[k], result.principal_points[k], mapping, width, height)
+            for k, ((width, height), mapping) in enumerate(zip(photos.sizes, mappings))]
+
+
+@dataclass
+class OutputFiles:
+    """What `write_outputs` wrote: the model folder, the point cloud, the depth folder and its file names."""
+
+    model_dir: Path
+    points_path: Path
+    depth_dir: Path
+    depth_files: list[str]
+    num_dense_points: int
+
+
+def write_outputs(rec: Reconstruction, result: AlignmentResult, views: list[dict], names: list[str],
+                  config: PointmapRunConfig, out_dir: Path) -> OutputFiles:
+    """Write `sparse/0`, `points.ply` and `depth/` (see the module doc)."""
+    model_dir = write_model(rec, out_dir / "sparse" / "0", "bin")
+    xyz, rgb = dense_points(result, views, config.min_conf, config.max_points, config.seed)
+    points_path = write_point_cloud(out_dir / "points.ply", xyz, rgb)
+    depth_files = _depth_file_names(names)
+    depth_dir = out_dir / "depth"
+    with atomic_path(depth_dir) as tmp:
+        tmp.mkdir()
+        for depth, file in zip(result.depths, depth_files):
+            np.save(tmp / file, depth.astype(np.float32))
+    return OutputFiles(model_dir, points_path, depth_dir, depth_files, len(xyz))
+
+
+def per_image_report(photos: PhotoSet, views: list[dict], mappings: list[PixelMapping], rec: Reconstruction,
+                     result: AlignmentResult, written: OutputFiles, min_conf: float) -> list[dict]:
+    """The `per_image` entries of `report.json`: sizes, pixel mapping, camera, centre, confidence, depth file."""
+    entries = []
+    for k, (name, (w, h), view, mapping) in enumerate(zip(photos.names, photos.sizes, views, mappings)):
+        image = rec.images[k + 1]
+        camera = rec.cameras[image.camera_id]
+        entries.append({
+            "name": name,
+            "size": [w, h],
+            "network_size": [int(view["img"].shape[-1]), int(view["img"].shape[-2])],
+            "pixel_mapping": {"scale": list(mapping.scale), "offset": list(mapping.offset)},
+            "camera": {"model": camera.model, "params": [float(p) for p in camera.params]},
+            "center": [float(c) for c in image.center],
+            "confident_pixels": float((result.confidence[k] > min_conf).mean()),
+            "depth": f"depth/{written.depth_files[k]}",
+        })
+    return entries
+
+
 def run_pointmap(
     images: str | Path | Sequence[str | Path],
     weights: str | Path,
@@ -283,104 +351,55 @@ def run_pointmap(
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    paths = image_paths(images)
-    if len(paths) < 2:
-        raise InputError(f"pointmap reconstruction needs at least 2 images, got {len(paths)}")
-    names = image_names(paths)
-    sizes = [image_size(p) for p in paths]
-    file_cameras = None
-    if config.intrinsics is not None:
-        file_cameras = _read_file_cameras(Path(config.intrinsics), sizes, names)
-    pairs = make_pairs(len(paths), config.scene_graph, symmetrize=True)
-    device = select_device(config.device)
 
-    t0 = time.perf_counter()
-    model = load_checkpoint(weights, device)
+    def timed(name: str, fn, *args):
+        t0 = time.perf_counter()
+        result = fn(*args)
+        timings[name] = time.perf_counter() - t0
+        return result
+
+    check_output_folder(out_dir)
+    photos = read_photos(images, config.intrinsics)
+    pairs = make_pairs(len(photos.paths), config.scene_graph, symmetrize=True)
+    device = select_device(config.device)
+    model = timed("load_model", load_checkpoint, weights, device)
     net = model.config
     size = config.image_size or net.img_size
-    timings["load_model"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    views = load_images(paths, size, patch_size=net.patch_size)
-    mappings = [PixelMapping.from_preprocessing(w, h, size, patch_size=net.patch_size) for w, h in sizes]
-    known_focals: list[float | None] = [None] * len(paths)
-    known_pp: list[np.ndarray | None] = [None] * len(paths)
-    if file_cameras is not None:
-        for k, (camera, mapping) in enumerate(zip(file_cameras, mappings)):
-            known_focals[k], known_pp[k] = _network_intrinsics(camera, mapping, names[k])
-    timings["load_images"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    predictions = _predict_pairs(model, views, pairs, config, device)
+    views, mappings = timed("load_images", prepare_views, photos, size, net.patch_size)
+    predictions = timed("inference", _predict_pairs, model, views, pairs, config, device)
     del model  # the alignment does not need the network: free its memory first
-    timings["inference"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    alignment = AlignmentConfig(iterations=config.iterations, lr=config.lr, schedule=config.schedule,
-                                min_conf_thr=config.min_conf, device=str(device), progress=config.progress)
-    result = global_alignment(predictions, alignment, known_focals=known_focals, known_principal_points=known_pp)
+    result = timed("alignment", align, predictions, photos, mappings, config, device)
     del predictions
-    if not (np.isfinite(result.loss_history[-1]) and np.isfinite(result.focals).all()):
-        raise ReconstructionError("global alignment diverged (non-finite loss or focal lengths): the network's "
-                                  "pointmaps are unusable for these images (wrong or untrained weights?)")
-    timings["alignment"] = time.perf_counter() - t0
-
     t0 = time.perf_counter()
-    cameras = []
-    for k, ((width, height), mapping) in enumerate(zip(sizes, mappings)):
-        if file_cameras is not None:
-            cameras.append(file_cameras[k])
-        else:
-            cameras.append(photo_camera(result.focals[k], result.principal_points[k], mapping, width, height))
-    rec = _photo_reconstruction(result, views, names, cameras, mappings, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = write_model(rec, out_dir / "sparse" / "0", "bin")
-    xyz, rgb = dense_points(result, views, config.min_conf, config.max_points, config.seed)
-    points_path = write_point_cloud(out_dir / "points.ply", xyz, rgb)
-    depth_files = _depth_file_names(names)
-    depth_dir = out_dir / "depth"
-    with atomic_path(depth_dir) as tmp:
-        tmp.mkdir()
-        for depth, file in zip(result.depths, depth_files):
-            np.save(tmp / file, depth.astype(np.float32))
+    cameras = photo_cameras(result, photos, mappings)
+    rec = _photo_reconstruction(result, views, photos.names, cameras, mappings, config)
+    start_outputs(out_dir, "report.json")
+    written = write_outputs(rec, result, views, photos.names, config, out_dir)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
-
     report = {
         "mapforge_version": __version__,
-        "images": str(images) if isinstance(images, (str, Path)) else [str(p) for p in paths],
+        "images": str(images) if isinstance(images, (str, Path)) else [str(p) for p in photos.paths],
         "weights": str(weights),
         "model": {"head_type": net.head_type, "img_size": net.img_size, "patch_size": net.patch_size,
                   "mast3r": net.is_mast3r},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "image_size": size,
         "device": str(device),
-        "num_images": len(paths),
+        "num_images": len(photos.paths),
         "num_pairs": len(pairs),
-        "known_intrinsics": file_cameras is not None,
+        "known_intrinsics": photos.file_cameras is not None,
         "registered_images": len(rec.images),
         "sparse_points": len(rec.points3D),
-        "dense_points": int(len(xyz)),
+        "dense_points": written.num_dense_points,
         "alignment_loss": {"initial": result.loss_history[0], "final": result.loss_history[-1]},
-        "per_image": [
-            {
-                "name": name,
-                "size": [w, h],
-                "network_size": [int(view["img"].shape[-1]), int(view["img"].shape[-2])],
-                "pixel_mapping": {"scale": list(mapping.scale), "offset": list(mapping.offset)},
-                "camera": {"model": camera.model, "params": [float(p) for p in camera.params]},
-                "center": [float(c) for c in rec.images[k + 1].center],
-                "confident_pixels": float((conf > config.min_conf).mean()),
-                "depth": f"depth/{file}",
-            }
-            for k, (name, (w, h), view, mapping, camera, conf, file) in enumerate(
-                zip(names, sizes, views, mappings, cameras, result.confidence, depth_files))
-        ],
+        "per_image": per_image_report(photos, views, mappings, rec, result, written, config.min_conf),
         "seconds": timings,
     }
     write_json(out_dir / "report.json", report)
     print(summary_text(report))
-    return PointmapResult(rec, result, mappings, names, model_dir, points_path, depth_dir, report)
+    return PointmapResult(rec, result, mappings, photos.names, written.model_dir, written.points_path,
+                          written.depth_dir, report)
 
 
 def summary_text(report: dict) -> str:

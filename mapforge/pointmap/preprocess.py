@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 
 from mapforge.errors import InputError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from mapforge.io.images import IMAGE_EXTENSIONS, read_upright_rgb
 
 
 def image_paths(folder_or_list: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -88,12 +86,7 @@ def load_images(
         raise InputError(f"image size must be positive, got {size}")
     views = []
     for path in image_paths(folder_or_list):
-        try:
-            with PIL.Image.open(path) as raw:
-                img = PIL.ImageOps.exif_transpose(raw).convert("RGB")
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"cannot read image {path}: {exc}") from None
-        tensor = prepare_image(img, size, square_ok, patch_size)
+        tensor = prepare_image(read_upright_rgb(path), size, square_ok, patch_size)
         index = len(views)
         views.append({
             "img": tensor,

@@ -27,11 +27,13 @@ import cv2
 import numpy as np
 
 from mapforge.errors import InputError
-from mapforge.io.atomic import atomic_path
+from mapforge.io.atomic import atomic_path, output_folder
 from mapforge.io.images import read_rgb
 from mapforge.sfm.executor import Executor, LocalExecutor
 
 FEATURE_METHODS = ("sift", "xfeat")
+# Smallest accepted max_image_size: a smaller working image has no room for a descriptor window.
+MIN_IMAGE_SIZE = 16
 
 # Bumped whenever the extraction or the cache layout changes, so stale cache entries are never reused.
 _CACHE_VERSION = 1
@@ -75,8 +77,8 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.method not in FEATURE_METHODS:
             raise InputError(f"unknown feature method {self.method!r} (choose from {', '.join(FEATURE_METHODS)})")
-        if self.max_image_size < 16:
-            raise InputError(f"max_image_size must be at least 16 pixels, got {self.max_image_size}")
+        if self.max_image_size < MIN_IMAGE_SIZE:
+            raise InputError(f"max_image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.max_image_size}")
         if self.max_num_features < 1:
             raise InputError(f"max_num_features must be positive, got {self.max_num_features}")
 
@@ -306,7 +308,7 @@ def extract_features(
                     pass  # a damaged entry is recomputed and overwritten
         todo.append(i)
     if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        output_folder(cache_dir)
     tasks = [(paths[i], config, cache_paths[i]) for i in todo]
     for i, features in zip(todo, executor.map(_extract_task, tasks, desc="features")):
         results[i] = features

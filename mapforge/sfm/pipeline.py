@@ -23,7 +23,7 @@ import numpy as np
 from mapforge.datasets.folder import load_folder
 from mapforge.errors import InputError, ReconstructionError
 from mapforge.geometry.cameras import CAMERA_MODELS
-from mapforge.io.atomic import write_json
+from mapforge.io.atomic import start_outputs, write_json
 from mapforge.io.colmap import write_model
 from mapforge.io.colmap_database import read_database
 from mapforge.io.images import read_rgb
@@ -235,7 +235,7 @@ def run_sfm(image_dir: str | Path, out_dir: str | Path, config: SfMConfig | None
     start = time.perf_counter()
     images = read_images(image_dir, config.intrinsics, config.camera_model)
     timings["read"] = time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start_outputs(out_dir, "report.json")
     executor = LocalExecutor(config.workers)
 
     def timed(name: str, fn, *args):

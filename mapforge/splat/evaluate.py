@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from mapforge.datasets.base import Dataset
-from mapforge.io.atomic import atomic_path, write_json
+from mapforge.io.atomic import atomic_path, output_folder, write_json
 from mapforge.io.images import write_image
 from mapforge.metrics.image import psnr, ssim
 from mapforge.metrics.lpips import LPIPS, load_lpips
@@ -50,7 +50,7 @@ def evaluate(
     if background is not None:
         background = torch.as_tensor(background, dtype=torch.float32, device=gaussians.device)
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        output_folder(out_dir)
     results = []
     for view, file in tqdm(list(zip(views, files)), desc="rendering views", unit="view", leave=False, disable=None):
         image = gaussians.render(view.camera, view.viewmat(gaussians.device), background=background, backend=backend)[0]

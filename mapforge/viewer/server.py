@@ -8,6 +8,7 @@ Viser draws in the browser with WebGL; it follows OpenCV camera axes, like mapfo
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from mapforge.errors import InputError, MapforgeError
 from mapforge.geometry.rotations import matrix_to_quat
 from mapforge.report.run_folder import RunFolder, world_up
 from mapforge.scene import Reconstruction
+from mapforge.viewer.address import browser_url, is_loopback, local_addresses
 
 
 @dataclass
@@ -82,14 +84,15 @@ def gaussian_covariances(log_scales: np.ndarray, quats: np.ndarray) -> np.ndarra
 
 
 class Viewer:
-    """A running viewer of one run folder. Create with `start_viewer`; `url` is where to open it; `stop()` ends it."""
+    """A running viewer of one run folder. Create with `start_viewer`; `url` is where to open it; `stop()` ends it.
+    `local_only`: whether only this machine can reach it (a loopback host)."""
 
-    def __init__(self, run: RunFolder, host: str, port: int, config: ViewerConfig):
+    def __init__(self, run: RunFolder, host: str, port: int, config: ViewerConfig, local_only: bool = True):
         import viser
 
         self.run, self.config = run, config
         self.server = viser.ViserServer(host=host, port=port, label="mapforge", verbose=False)
-        self.host = host
+        self.host, self.local_only = host, local_only
         self.rec: Reconstruction | None = run.reconstruction
         self.centre, self.extent = scene_extent(run)
         self.order = sorted(self.rec.images, key=lambda i: self.rec.images[i].name) if self.rec else []
@@ -107,8 +110,7 @@ class Viewer:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        return browser_url(self.host, self.port)
 
     def stop(self) -> None:
         self.server.stop()
@@ -286,13 +288,16 @@ class Viewer:
 
 def start_viewer(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, config: ViewerConfig | None = None) -> Viewer:
     """Start serving the viewer of run folder `out_dir` on `host:port` in background threads (port 0: any free
-    port; a busy port is replaced by the next free one) and return it. Call `stop()` when done."""
+    port; a busy port is replaced by the next free one) and return it. Call `stop()` when done.
+
+    A port out of range or a host that is not an address of this machine raises `InputError` at once."""
+    local_only = is_loopback(local_addresses(host, port))
     run = RunFolder(out_dir)
     if run.reconstruction is None and run.gaussians_ply is None and run.splat_file is None and run.dense_ply is None \
             and run.sparse_points() is None:
         raise InputError(f"{run.root}: nothing to view (no sparse model, points, dense cloud or Gaussians)")
     try:
-        return Viewer(run, host, port, config or ViewerConfig())
+        return Viewer(run, host, port, config or ViewerConfig(), local_only)
     except OSError as exc:
         raise MapforgeError(f"cannot serve the viewer on {host}:{port}: {exc.strerror or exc}") from exc
 
@@ -300,8 +305,12 @@ def start_viewer(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
 def serve(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, config: ViewerConfig | None = None) -> None:
     """Serve the viewer until interrupted (Ctrl+C), printing its address."""
     viewer = start_viewer(out_dir, host, port, config)
+    if not viewer.local_only:
+        print(f"warning: serving on {host or 'every interface'} shares the viewer with every machine that can reach "
+              "this one; --host 127.0.0.1 keeps it on this machine", file=sys.stderr)
     print(f"mapforge viewer of {Path(out_dir)}: {', '.join(viewer.contents) or 'nothing'}")
-    print(f"open {viewer.url} in a browser (Ctrl+C to stop)")
+    busy = f" (port {port} was busy)" if port not in (0, viewer.port) else ""
+    print(f"serving on {host}:{viewer.port}{busy}; open {viewer.url} in a browser (Ctrl+C to stop)")
     try:
         while True:
             time.sleep(1.0)

@@ -54,6 +54,27 @@ def test_fern_downscale_and_missing_factor():
         load_llff(root, factor=4)
 
 
+def test_llff_nan_pose_and_negative_focal_are_named(tmp_path):
+    from mapforge.datasets.llff import read_poses_bounds
+    from mapforge.io.images import write_image
+
+    table = np.zeros((2, 17))
+    table[:, :15] = np.hstack([np.eye(3), np.zeros((3, 1)), [[6], [8], [10]]]).reshape(15)
+    table[:, 15:] = [1, 10]
+    table[1, 3] = np.nan
+    np.save(tmp_path / "poses_bounds.npy", table)
+    with pytest.raises(InputError, match=r"poses_bounds.npy: NaN in the pose of row 1 \(image 1 in name order\)"):
+        read_poses_bounds(tmp_path / "poses_bounds.npy")
+    table[1, 3] = 0.0
+    table[:, 14] = -10.0
+    np.save(tmp_path / "poses_bounds.npy", table)
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "images" / name, np.zeros((6, 8, 3)))
+    with pytest.raises(InputError, match="the camera of a.png has focal length -10"):
+        load_llff(tmp_path)
+
+
 def test_llff_image_count_mismatch(tmp_path):
     table = np.zeros((2, 17))
     table[:, :15] = np.hstack([np.eye(3), np.zeros((3, 1)), [[6], [8], [10]]]).reshape(15)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from mapforge.io.images import (
     image_size,
     read_image,
     read_rgb,
+    read_upright_rgb,
     write_image,
 )
 from tests.conftest import shared_dataset
@@ -143,6 +146,38 @@ def test_read_rgb_composites_over_background(tmp_path):
     np.testing.assert_allclose(black[0], [[1, 0, 0], [0, 0, 0], [0, 0.2, 0]], atol=1e-6)
     opaque = np.zeros((2, 2, 3), np.float32)
     assert composite(opaque, (1, 1, 1)) is opaque
+
+
+def bomb_png(path, width: int = 100_000, height: int = 100_000):
+    """A valid PNG header that claims `width` x `height` pixels, with almost no pixel data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_an_input_error_for_every_reader(tmp_path):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    for call in (read_image, read_rgb, image_size, has_alpha, exif_focal_px, read_upright_rgb):
+        with pytest.raises(InputError, match="bomb.png.*decompression bomb"):
+            call(bomb)
+
+
+def test_upright_rgb_is_pillows_and_refuses_truncated_files(tmp_path, rng):
+    pixels = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    _save_with_exif(tmp_path / "turned.jpg", pixels, orientation=6, quality=100)
+    upright = read_upright_rgb(tmp_path / "turned.jpg")
+    with Image.open(tmp_path / "turned.jpg") as raw:
+        expected = ImageOps.exif_transpose(raw).convert("RGB")
+    assert upright.size == (6, 8) and np.array_equal(np.asarray(upright), np.asarray(expected))
+    write_image(tmp_path / "ok.png", rng.random((64, 64, 3)))
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated.png"):
+        read_upright_rgb(tmp_path / "truncated.png")
 
 
 def test_missing_and_corrupt_images_raise_input_error_naming_the_file(tmp_path, rng):

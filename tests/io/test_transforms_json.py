@@ -181,6 +181,10 @@ def _frame(**overrides) -> dict:
         ({"fl_x": 5, "w": 8, "h": 6, "camera_model": "EQUIRECTANGULAR", "frames": [_frame()]}, "EQUIRECTANGULAR"),
         ({"fl_x": 5, "w": 8, "h": 6, "k4": 0.1, "frames": [_frame()]}, "k4"),
         ({"camera_angle_x": 0.7, "frames": [_frame(file_path="./images/missing")]}, "not found"),
+        ({"fl_x": 5, "w": 8, "h": 6, "frames": [_frame(), _frame(transform_matrix=np.full((4, 4), np.nan).tolist())]},
+         r"NaN in the transform_matrix of frame 1$"),
+        ({"fl_x": -5, "w": 8, "h": 6, "frames": [_frame()]}, "the camera of frame 0 has focal length -5"),
+        ({"fl_x": 5, "w": 8, "h": 6, "cx": float("nan"), "frames": [_frame()]}, "'cx' .* must be a finite number"),
     ],
 )
 def test_malformed_files_raise_input_error_naming_file_and_field(tmp_path, content, message):

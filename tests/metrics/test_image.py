@@ -103,9 +103,15 @@ def test_ssim_gradient_matches_autograd_formula():
     assert torch.isfinite(gx).all()
 
 
-def test_ssim_loss_on_hwc_tensor_keeps_gradient():
-    render = torch.rand(16, 20, 3, requires_grad=True)
-    image = torch.rand(16, 20, 3)
+def test_ssim_loss_on_hwc_tensor_matches_the_formula_on_channels_first():
+    """The D-SSIM loss the trainers take on `[H, W, 3]` renders: value and gradient of the textbook formula on the
+    same pixels laid out `[1, 3, H, W]` (a wrong axis order in the HWC path changes both)."""
+    render = torch.rand(16, 20, 3, dtype=torch.float64, requires_grad=True)
+    image = torch.rand(16, 20, 3, dtype=torch.float64)
     loss = 1 - ssim(render, image)
     loss.backward()
-    assert render.grad.shape == (16, 20, 3) and torch.isfinite(render.grad).all()
+    reference_render = render.detach().permute(2, 0, 1)[None].clone().requires_grad_()
+    reference = 1 - autograd_ssim_map(reference_render, image.permute(2, 0, 1)[None]).mean()
+    reference.backward()
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), abs=1e-12)
+    torch.testing.assert_close(render.grad, reference_render.grad[0].permute(1, 2, 0), rtol=1e-9, atol=1e-12)

@@ -55,9 +55,21 @@ def test_retrieval_finds_overlapping_images(rng):
     assert {(i, j) for i, j in pairs} == {(i, j) for i, j in exhaustive_pairs(12) if group(i) == group(j)}
 
 
-def test_retrieval_is_deterministic(rng):
-    features = _scene_features(rng, groups=2)
-    np.testing.assert_array_equal(global_descriptors(features, 8), global_descriptors(features, 8))
+def test_vlad_of_two_words_worked_by_hand():
+    """Two images with one descriptor near each of two well-separated words. k-means gives the words
+    (1, 0) and (0.1, 1); each residual, normalised per word and signed-square-rooted, is a unit axis, and the
+    whole descriptor has norm sqrt(2). Words may come in either order."""
+    def features(*descriptors: tuple[float, float]) -> Features:
+        n = len(descriptors)
+        return Features(np.zeros((n, 2)), np.array(descriptors), np.ones(n), np.zeros(n), np.zeros((n, 3), np.uint8),
+                        (1, 1))
+
+    images = [features((1.0, 0.2), (0.0, 1.0)), features((1.0, -0.2), (0.2, 1.0))]
+    vlad = global_descriptors(images, num_words=2).reshape(2, 2, 2)
+    half = np.sqrt(0.5)
+    expected = [{(0.0, half), (-half, 0.0)}, {(0.0, -half), (half, 0.0)}]
+    for words, wanted in zip(vlad, expected):
+        assert {tuple(round(float(v), 5) for v in word) for word in words} == {tuple(round(v, 5) for v in w) for w in wanted}
 
 
 def test_select_pairs(rng):

@@ -92,6 +92,19 @@ def test_input_errors(tmp_path):
         run_sfm(blank, tmp_path / "out", SfMConfig(workers=1))
 
 
+def test_a_rerun_that_stops_early_leaves_no_earlier_report(tmp_path):
+    """The report marks the stage complete: a re-run removes the earlier one before it rewrites anything, so
+    a run stopped between the new model and the new report is recomputed next time, not skipped."""
+    blank = tmp_path / "blank"
+    for name in ("a.png", "b.png"):
+        write_image(blank / name, np.full((64, 64, 3), 0.5, np.float32))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text("{}")
+    with pytest.raises(ReconstructionError):
+        run_sfm(blank, tmp_path / "out", SfMConfig(workers=1))
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_cli_parses_and_reports_errors(tmp_path):
     import argparse
 

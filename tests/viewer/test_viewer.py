@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import queue
+import re
 import shutil
 import subprocess
 import tempfile
@@ -55,6 +56,26 @@ def test_viewer_serves_the_run_and_selects_views(run: Path) -> None:
         assert viewer.render_image.visible and viewer.render_image.image.shape == (48, 64, 3)
     finally:
         viewer.stop()
+
+
+def test_serve_warns_off_loopback_and_prints_the_address_it_serves(run: Path, capsys, monkeypatch) -> None:
+    import types
+
+    import mapforge.viewer.server as server
+
+    def stop(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server, "time", types.SimpleNamespace(sleep=stop))
+    with pytest.raises(KeyboardInterrupt):
+        server.serve(run, host="0.0.0.0", port=0)
+    printed = capsys.readouterr()
+    assert "warning: serving on 0.0.0.0 shares the viewer" in printed.err
+    port = int(re.search(r"serving on 0\.0\.0\.0:(\d+);", printed.out).group(1))
+    assert port > 0 and f"open http://127.0.0.1:{port} in a browser" in printed.out
+    with pytest.raises(KeyboardInterrupt):
+        server.serve(run, host="127.0.0.1", port=0)
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_gaussian_covariances() -> None:
