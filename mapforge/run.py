@@ -22,7 +22,7 @@ from pathlib import Path
 import tomli_w
 
 from mapforge.datasets.base import Dataset
-from mapforge.errors import InputError, MapforgeError
+from mapforge.errors import InputError
 from mapforge.geometry.cameras import CAMERA_MODELS
 from mapforge.io.atomic import atomic_path, output_folder, write_json
 from mapforge.provenance import changed_inputs, clear_outputs, file_stamp, images_fingerprint, read_records, write_records
