@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from mapforge.denormals import denormals_kept
 from mapforge.errors import InputError
 
 
@@ -30,7 +31,8 @@ def _cloud(points: np.ndarray, name: str) -> np.ndarray:
 def nearest_distances(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """For every point of `source [N, 3]`, the distance to its nearest neighbour in `target [M, 3]`: `[N]`."""
     source, target = _cloud(source, "source"), _cloud(target, "target")
-    distances, _ = cKDTree(target).query(source, k=1, workers=-1)
+    with denormals_kept():
+        distances, _ = cKDTree(target).query(source, k=1, workers=-1)
     return distances
 
 

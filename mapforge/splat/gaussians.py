@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from mapforge.denormals import denormals_kept
 from mapforge.errors import InputError
 from mapforge.io.gaussians import GaussianData, read_gaussian_ply
 from mapforge.scene import Camera, Reconstruction
@@ -31,25 +32,10 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _denormals_flushed() -> bool:
-    """Whether this thread flushes denormal floats to zero (computed at run time: a denormal literal could be
-    flushed already when the module is compiled)."""
-    half_smallest = np.array([np.finfo(np.float64).smallest_normal]) * 0.5
-    return bool(half_smallest[0] == 0.0)
-
-
 def _knn_mean_squared_distance(xyz: np.ndarray, k: int) -> np.ndarray:
     """`[N]` mean squared distance of each point to its `k` nearest other points."""
-    # scipy's cKDTree.query crashes (segfault) on some point sets while denormals are flushed to zero, which
-    # `torch.set_flush_denormal(True)` turns on for the whole process: switch it off around the query.
-    flushing = _denormals_flushed()
-    if flushing:
-        torch.set_flush_denormal(False)
-    try:
+    with denormals_kept():
         dist, _ = cKDTree(xyz).query(xyz, k=min(k + 1, len(xyz)))
-    finally:
-        if flushing:
-            torch.set_flush_denormal(True)
     return np.mean(dist[:, 1:] ** 2, axis=1)
 
 

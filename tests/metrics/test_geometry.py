@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mapforge.errors import InputError
 from mapforge.metrics.geometry import (
@@ -10,6 +11,7 @@ from mapforge.metrics.geometry import (
     completeness,
     depth_errors,
     evaluate_point_cloud,
+    nearest_distances,
     precision_recall_fscore,
 )
 
@@ -97,3 +99,15 @@ def test_depth_validity_and_mask(rng):
         depth_errors(gt[:5], gt)
     with pytest.raises(InputError):
         depth_errors(gt, gt, mask[:5])
+
+
+def test_nearest_distances_survive_flush_to_zero() -> None:
+    """scipy's balanced cKDTree crashed the process on clouds with many exact zeros while denormals were
+    flushed (the rasterizer turns flushing on); the metric keeps denormals meanwhile and restores the setting."""
+    rng = np.random.default_rng(0)
+    cloud = rng.uniform(-4, 4, (300000, 3))
+    cloud[rng.random(300000) < 0.3, 2] = 0.0
+    torch.set_flush_denormal(True)
+    distances = nearest_distances(cloud[:1000] + 1e-3, cloud)
+    assert np.all(distances < 2e-3)
+    assert float(np.float64(5e-324) * np.float64(1.0)) == 0.0  # flushing is back on

@@ -104,16 +104,6 @@ def test_render_of_a_single_gaussian_is_centred_and_rejects_distorted_cameras() 
         g.render(Camera("SIMPLE_RADIAL", 32, 32, [30.0, 16.0, 16.0, 0.1]), torch.eye(4))
 
 
-def test_knn_leaves_the_flush_denormal_mode_as_it_was(rng) -> None:
-    from mapforge.splat.gaussians import _denormals_flushed, _knn_mean_squared_distance
-
-    for flush in (True, False):
-        torch.set_flush_denormal(flush)
-        _knn_mean_squared_distance(rng.normal(size=(100, 3)), 3)
-        assert _denormals_flushed() == flush
-    torch.set_flush_denormal(True)  # as tests/conftest.py sets it
-
-
 def test_load_initial_reads_splat_files(tmp_path, rng) -> None:
     g = Gaussians.from_points(rng.normal(size=(12, 3)), rng.random((12, 3)), sh_degree=0, opacity=0.7)
     write_splat(tmp_path / "g.splat", g.to_data())
