@@ -174,7 +174,7 @@ def run_mvs(model: Reconstruction, image_dir: str | Path, out_dir: str | Path, c
     write_fusion_cfg(workspace.fusion_cfg, [names[i] for i in sorted(names) if sources[i]])
     job = StereoJob(
         workspace, undistorted, sources, ranges, config.patch_match, ArrayCache(int(config.cache_gb * 2**30)),
-        select_device(config.device), config.backend, config.seed,
+        select_device(config.device), config.geom_consistency, config.backend, config.seed,
     )  # fmt: skip
     stats = timed("photometric", _stereo, job, False)
     if config.geom_consistency:

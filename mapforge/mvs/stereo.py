@@ -28,7 +28,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 @dataclass
 class StereoJob:
-    """What the passes need: the undistorted model, each image's source ids and depth range, and where to run."""
+    """What the passes need: the undistorted model, each image's source ids and depth range, whether a geometric
+    pass follows the photometric one, and where to run."""
 
     workspace: Workspace
     model: Reconstruction
@@ -37,6 +38,7 @@ class StereoJob:
     config: PatchMatchConfig
     cache: ArrayCache
     device: torch.device
+    geometric_pass: bool = True
     backend: str = "auto"
     seed: int = 0
 
@@ -85,7 +87,7 @@ def _one(job: StereoJob, reader: _Reader, image_id: int, geometric: bool, progre
         depth, normal = reader.maps(image_id, PHOTOMETRIC)
         init = DepthNormal(torch.from_numpy(depth).to(job.device), torch.from_numpy(normal).to(job.device), torch.zeros(0))
     # The photometric maps stay unfiltered when the geometric pass follows; that pass filters (as COLMAP).
-    filtered = geometric or job.config.geom_iterations == 0
+    filtered = geometric or not job.geometric_pass
     return patch_match(
         ref, sources, job.depth_ranges[image_id], job.config, init=init, geometric=geometric, filter=filtered,
         backend=job.backend, seed=job.seed + image_id + (1 << 20 if geometric else 0), progress=progress,

@@ -105,31 +105,39 @@ def _bilinear(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Te
     return top + fy * (bottom - top)
 
 
+def warp_positions(H: torch.Tensor, u: torch.Tensor, v: torch.Tensor, du: torch.Tensor, dv: torch.Tensor):
+    """Where the window samples land in a source: homographies `H [P, C, 3, 3]`, window centres `u, v [P]` and
+    offsets `du, dv [P, N]` -> array coordinates `sx, sy [P, C, N]` (pixel coordinate - 0.5, not clamped) and
+    `valid [P, C]` (centre in front, |eps| below `MAX_DEPTH_CHANGE`); see `rules` for the expansion."""
+    u, v = u[:, None], v[:, None]
+    zc = H[..., 2, 0] * u + H[..., 2, 1] * v + H[..., 2, 2]
+    iz = 1.0 / zc
+    xc = (H[..., 0, 0] * u + H[..., 0, 1] * v + H[..., 0, 2]) * iz
+    yc = (H[..., 1, 0] * u + H[..., 1, 1] * v + H[..., 1, 2]) * iz
+    eu, ev = H[..., 2, 0] * iz, H[..., 2, 1] * iz
+    span_u = torch.maximum(du[:, 0].abs(), du[:, -1].abs())[:, None]
+    span_v = torch.maximum(dv[:, 0].abs(), dv[:, -1].abs())[:, None]
+    valid = (zc > 0) & (eu.abs() * span_u + ev.abs() * span_v < R.MAX_DEPTH_CHANGE)
+    ax, bx = (H[..., 0, 0] - xc * H[..., 2, 0]) * iz, (H[..., 0, 1] - xc * H[..., 2, 1]) * iz
+    ay, by = (H[..., 1, 0] - yc * H[..., 2, 0]) * iz, (H[..., 1, 1] - yc * H[..., 2, 1]) * iz
+    a, b = du[:, None, :], dv[:, None, :]
+    e = eu[..., None] * a + ev[..., None] * b
+    f = 1.0 - e + e * e
+    sx = (xc - 0.5)[..., None] + (ax[..., None] * a + bx[..., None] * b) * f
+    sy = (yc - 0.5)[..., None] + (ay[..., None] * a + by[..., None] * b) * f
+    return sx, sy, valid, xc, yc
+
+
 def _photometric(problem: Problem, win: Windows, q: torch.Tensor, s_index: int) -> torch.Tensor:
     """`[P, C]` photometric cost in source `s_index` of planes `q [P, C, 3]` (see `rules.source_geometry`)."""
     g = problem.geo[s_index]
     img = problem.srcs[s_index]
     height, width = img.shape
     H = g[0:9].reshape(3, 3) + g[9:12].view(3, 1) * q[:, :, None, :]  # [P, C, 3, 3]
-    u, v = win.u[:, None], win.v[:, None]
-    zc = H[..., 2, 0] * u + H[..., 2, 1] * v + H[..., 2, 2]
-    iz = 1.0 / zc
-    xc = (H[..., 0, 0] * u + H[..., 0, 1] * v + H[..., 0, 2]) * iz
-    yc = (H[..., 1, 0] * u + H[..., 1, 1] * v + H[..., 1, 2]) * iz
-    valid = (zc > 0) & (xc >= 0) & (yc >= 0) & (xc <= width) & (yc <= height)
-    eu, ev = H[..., 2, 0] * iz, H[..., 2, 1] * iz
-    span_u = torch.maximum(win.du[:, 0].abs(), win.du[:, -1].abs())[:, None]
-    span_v = torch.maximum(win.dv[:, 0].abs(), win.dv[:, -1].abs())[:, None]
-    valid &= eu.abs() * span_u + ev.abs() * span_v < R.MAX_DEPTH_CHANGE
-    ax, bx = (H[..., 0, 0] - xc * H[..., 2, 0]) * iz, (H[..., 0, 1] - xc * H[..., 2, 1]) * iz
-    ay, by = (H[..., 1, 0] - yc * H[..., 2, 0]) * iz, (H[..., 1, 1] - yc * H[..., 2, 1]) * iz
-    a, b = win.du[:, None, :], win.dv[:, None, :]  # [P, 1, N]
-    e = eu[..., None] * a + ev[..., None] * b
-    f = 1.0 - e + e * e
-    sx = ((xc - 0.5)[..., None] + (ax[..., None] * a + bx[..., None] * b) * f).clamp(0.0, width - 1.0)
-    sy = ((yc - 0.5)[..., None] + (ay[..., None] * a + by[..., None] * b) * f).clamp(0.0, height - 1.0)
-    sx = torch.where(valid[..., None], sx, torch.zeros_like(sx))
-    sy = torch.where(valid[..., None], sy, torch.zeros_like(sy))
+    sx, sy, valid, xc, yc = warp_positions(H, win.u, win.v, win.du, win.dv)
+    valid &= (xc >= 0) & (yc >= 0) & (xc <= width) & (yc <= height)
+    sx = torch.where(valid[..., None], sx.clamp(0.0, width - 1.0), torch.zeros_like(sx))
+    sy = torch.where(valid[..., None], sy.clamp(0.0, height - 1.0), torch.zeros_like(sy))
     value = _bilinear(img, sx, sy)
     w = win.wts[:, None, :]
     s1 = (w * value).sum(-1)
