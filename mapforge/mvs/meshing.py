@@ -28,10 +28,10 @@ class PoissonConfig:
 
     Attributes:
         depth: maximum octree depth, an upper bound as the octree adapts to the sampling (9; COLMAP uses 13,
-            PoissonRecon 8). Our measurement on 2.5 million points of a noisy open surface, 2 threads: depth 8
-            takes 9 s and 1.1 GB at peak (66k vertices), depth 9 20 s and 1.6 GB (255k vertices), depth 10 1.0 M
-            vertices but 4.3 GB and minutes; 9 keeps a fused cloud of a few million points within seconds and
-            the MVS stage's 4 GB budget.
+            PoissonRecon 8). Our measurement on 2.5 million points of a noisy open surface, 2 threads on a
+            shared 2-core machine: depth 8 takes 9 s and 1.1 GB at peak (66k vertices), depth 9 20 s and 1.6 GB
+            (255k vertices), depth 10 310 s and 4.3 GB (1.0 M vertices); 9 keeps a fused cloud of a few million
+            points within a minute and the MVS stage's 4 GB budget.
         point_weight: the screening weight of the point interpolation (1, COLMAP's `point_weight`; 0 is the
             unscreened Poisson of 2006, PoissonRecon and MeshLab default to 2 and 4).
         samples_per_node: minimum points per octree node, how far the depth adapts to sparse regions (1.5,
@@ -46,7 +46,8 @@ class PoissonConfig:
             farthest vertex 5% of the radius from the data at 10 thousand points, 2% at 100 thousand), and
             every input point keeps a vertex nearby.
         max_points: clouds above this are subsampled (seeded, uniformly) before meshing (4 million: twice the
-            fused cloud the MVS stage aims at; memory grows by about 200 bytes a point).
+            fused cloud the MVS stage aims at; at depth 9, 5 million points take 38 s and 2.1 GB at peak, about
+            200 bytes more a point than 2.5 million).
         threads: solver threads (None: every core, as COLMAP's num_threads -1).
         seed: for the subsampling.
     """
