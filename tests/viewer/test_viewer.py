@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 
 from mapforge.cli import main
 from mapforge.errors import InputError
-from tests.report.run_fixture import POINT_COLOR, make_run_folder
+from tests.report.run_fixture import POINT_COLOR, add_dense_workspace, make_run_folder
 
 pytest.importorskip("viser", reason="the viewer needs viser (pip install viser)")
 
@@ -53,6 +53,24 @@ def test_viewer_serves_the_run_and_selects_views(run: Path) -> None:
         assert not viewer.test_image.visible  # view_01 has none
         viewer._render(first)
         assert viewer.render_image.visible and viewer.render_image.image.shape == (48, 64, 3)
+    finally:
+        viewer.stop()
+
+
+def test_viewer_shows_the_fused_cloud_and_the_mesh_as_layers(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path, parts="sfm")
+    add_dense_workspace(out)
+    from mapforge.viewer.server import ViewerConfig
+
+    viewer = start_viewer(out, host="127.0.0.1", port=0, config=ViewerConfig(max_points=1000))
+    try:
+        assert viewer.contents[1:3] == ["1500 dense points", "mesh with 6 vertices and 8 triangles"]
+        assert {"sparse points", "dense points", "mesh", "cameras"} <= set(viewer.layers)
+        assert viewer.layers["dense points"].points.shape == (1000, 3)  # subsampled to the point limit
+        mesh = viewer.layers["mesh"]
+        assert mesh.visible
+        mesh.visible = False  # what the layer's checkbox does
+        assert not mesh.visible
     finally:
         viewer.stop()
 
