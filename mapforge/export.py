@@ -2,8 +2,8 @@
 
 Formats: `colmap` (the sparse model, binary or text), `nerfstudio` (transforms.json + images + sparse points, a
 folder nerfstudio trains from), `ply` (the MVS cloud when there is one, else the 3DGS PLY when Gaussians exist,
-else the sparse points), `splat` (antimatter15 `.splat`), `mesh` (a mesh the run produced, the MVS mesh first). The video follows a smooth path through the
-registered cameras, rendered from the trained Gaussians.
+else the sparse points), `splat` (antimatter15 `.splat`), `mesh` (a mesh the run produced, the MVS mesh first).
+The video follows a smooth path through the registered cameras, rendered from the trained Gaussians.
 
 Like the orchestration, export sits above the stages and may use them (the splat rasterizer for the video).
 """

@@ -72,9 +72,8 @@ def poisson_mesh(
     """
     config = config or PoissonConfig()
     points, normals, colors = _oriented_points(points, normals, colors, config)
-    mesh, density = _screened_poisson(points, normals, colors, config)
-    vertices, faces, vertex_colors = mesh
-    if config.trim_levels is not None:
+    vertices, faces, vertex_colors, density = _screened_poisson(points, normals, colors, config)
+    if len(faces) and config.trim_levels is not None:
         keep = density >= _data_density(vertices, density, points, config.seed) - config.trim_levels
         vertices, faces, vertex_colors = _keep_vertices(vertices, faces, vertex_colors, keep)
     if len(faces) == 0:
@@ -113,7 +112,8 @@ def _oriented_points(
 
 def _screened_poisson(
     points: np.ndarray, normals: np.ndarray, colors: np.ndarray, config: PoissonConfig
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`(vertices [V, 3], faces [F, 3], vertex colours [V, 3] uint8, density [V])` of the untrimmed surface."""
     try:
         import pymeshlab
     except ImportError:
@@ -131,7 +131,7 @@ def _screened_poisson(
     mesh = meshes.current_mesh()
     vertex_colors = np.round(np.clip(mesh.vertex_color_matrix()[:, :3], 0.0, 1.0) * 255).astype(np.uint8)
     faces = mesh.face_matrix().astype(np.int64)
-    return (mesh.vertex_matrix().astype(np.float64), faces, vertex_colors), mesh.vertex_scalar_array()
+    return mesh.vertex_matrix().astype(np.float64), faces, vertex_colors, mesh.vertex_scalar_array()
 
 
 def _data_density(vertices: np.ndarray, density: np.ndarray, points: np.ndarray, seed: int) -> float:

@@ -22,7 +22,7 @@ from mapforge.errors import InputError
 from mapforge.io.atomic import atomic_path
 from mapforge.io.colmap_dense import read_array
 from mapforge.report import svg
-from mapforge.report.run_folder import RunFolder, world_up
+from mapforge.report.run_folder import DenseMaps, RunFolder, world_up
 
 _CSS = """
 body { font-family: sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 16px; }
@@ -91,7 +91,7 @@ def shrink(image: np.ndarray, size: int) -> np.ndarray:
 def depth_picture(
     depth: np.ndarray, percentiles: tuple[float, float] = (5.0, 95.0)
 ) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """`depth [H, W]` (0 or non-finite = none) as `[H, W, 3]` uint8: viridis from near (dark blue) to far
+    """`depth [H, W]` (0 or non-finite = none) as `[H, W, 3]` uint8: viridis from near (dark purple) to far
     (yellow) between the given percentiles of the valid depths, black where there is no depth. Returns the
     picture and those two depths (None when no pixel has a depth)."""
     import cv2
@@ -115,7 +115,9 @@ def normal_picture(normals: np.ndarray) -> np.ndarray:
     return np.where(valid[..., None], np.round(np.clip(np.nan_to_num(colours), 0, 255)), 0).astype(np.uint8)
 
 
-def cloud_picture(xyz: np.ndarray, rgb: np.ndarray | None, up: np.ndarray, size: int) -> tuple[np.ndarray, tuple[str, str]]:
+def cloud_picture(
+    xyz: np.ndarray, rgb: np.ndarray | None, up: np.ndarray, size: int
+) -> tuple[np.ndarray, tuple[str, str]]:
     """An orthographic picture of `xyz [N, 3]` seen from above (`up [3]`, ground axes as `top_down` picks them),
     each pixel showing its highest point in its colour `rgb [N, 3]` uint8 (grey when None), on white. Points
     are squares of 1 to 4 pixels, larger when there are few, so that a sparse cloud still shows its shape; the
@@ -394,7 +396,8 @@ class _Report:
             self.notes.append("the dense workspace has no fused cloud (dense/fused.ply)")
         body = _table(rows)
         if run.dense_report is not None:
-            body += "\n<h3>MVS report (dense/report.json)</h3>\n" + _table(_flatten(run.dense_report), ("field", "value"))
+            summary = _table(_flatten(run.dense_report), ("field", "value"))
+            body += "\n<h3>MVS report (dense/report.json)</h3>\n" + summary
         else:
             self.notes.append("no MVS summary (dense/report.json): the MVS stage has not finished")
         body += self._dense_views(maps)
@@ -402,7 +405,7 @@ class _Report:
             body += self._cloud(*cloud)
         self.section("mvs", "Multi-view stereo", body)
 
-    def _dense_views(self, maps: list) -> str:
+    def _dense_views(self, maps: list[DenseMaps]) -> str:
         if not maps:
             self.notes.append("the dense workspace has no depth or normal maps (dense/stereo)")
             return ""

@@ -173,7 +173,8 @@ class RunFolder:
             for kind in MAP_KINDS:
                 suffix = f".{kind}.bin"
                 names |= {file[: -len(suffix)] for file in files if file.endswith(suffix)}
-        return [DenseMaps(name, self._dense_map(name, "depth"), self._dense_map(name, "normal")) for name in sorted(names)]
+        return [DenseMaps(name, self._dense_map(name, "depth"), self._dense_map(name, "normal"))
+                for name in sorted(names)]
 
     def _dense_map(self, name: str, map_type: str) -> Path | None:
         paths = (map_path(self.dense_dir, map_type, name, kind) for kind in ("geometric", "photometric"))

@@ -1,20 +1,19 @@
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from mapforge.errors import InputError
 from mapforge.io.ply import read_mesh
 from mapforge.mvs.meshing import MIN_POINTS, PoissonConfig, poisson_mesh, write_poisson_mesh
 
-try:
-    import pymeshlab  # noqa: F401
-except ImportError:
-    pymeshlab = None
-needs_pymeshlab = pytest.mark.skipif(pymeshlab is None, reason="meshing needs pymeshlab (pip install mapforge[mesh])")
+needs_pymeshlab = pytest.mark.skipif(importlib.util.find_spec("pymeshlab") is None,
+                                     reason="meshing needs pymeshlab (pip install mapforge[mesh])")
 
 SMALL = PoissonConfig(depth=6, threads=1)
 
@@ -57,8 +56,6 @@ def test_trimming_removes_the_surface_poisson_invents_where_there_are_no_points(
     untrimmed, _, _ = poisson_mesh(points, normals, colors, PoissonConfig(depth=6, threads=1, trim_levels=None))
     assert (untrimmed[:, 2] < -0.3).sum() > 100  # Poisson closes the hemisphere far below the data
     vertices, faces, _ = poisson_mesh(points, normals, colors, SMALL)
-    from scipy.spatial import cKDTree
-
     distance, _ = cKDTree(points).query(vertices)
     assert distance.max() < 0.15 and vertices[:, 2].min() > -0.1  # a rim about 3 point spacings wide stays
     assert cKDTree(vertices).query(points)[0].max() < 0.05  # and the data stays covered
