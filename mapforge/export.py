@@ -1,9 +1,9 @@
 """`mapforge export`: a run folder's results in the formats other tools read, and a fly-through video.
 
 Formats: `colmap` (the sparse model, binary or text), `nerfstudio` (transforms.json + images + sparse points, a
-folder nerfstudio trains from), `ply` (the 3DGS PLY when Gaussians exist, else the dense or sparse point cloud),
-`splat` (antimatter15 `.splat`), `mesh` (a mesh the run produced). The video follows a smooth path through the
-registered cameras, rendered from the trained Gaussians.
+folder nerfstudio trains from), `ply` (the MVS cloud when there is one, else the 3DGS PLY when Gaussians exist,
+else the sparse points), `splat` (antimatter15 `.splat`), `mesh` (a mesh the run produced, the MVS mesh first).
+The video follows a smooth path through the registered cameras, rendered from the trained Gaussians.
 
 Like the orchestration, export sits above the stages and may use them (the splat rasterizer for the video).
 """
@@ -20,7 +20,7 @@ from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path
 from mapforge.io.colmap import write_model
-from mapforge.report.run_folder import RunFolder
+from mapforge.report.run_folder import MESH_FILES, RunFolder
 from mapforge.scene import Reconstruction
 
 FORMATS = ("colmap", "nerfstudio", "ply", "splat", "mesh")
@@ -97,21 +97,22 @@ def export_nerfstudio(out_dir: str | Path, dest: str | Path) -> Path:
 
 
 def export_ply(out_dir: str | Path, dest: str | Path) -> tuple[Path, str]:
-    """Write the richest point-like result to the PLY file `dest`: the trained Gaussians (standard 3DGS layout),
-    else the dense MVS cloud, else the sparse points. Returns `(dest, what was written)`."""
+    """Write the run's point result to the PLY file `dest`: the fused MVS cloud (dense/fused.ply, with its
+    normals and colours) when the run has one, else the trained Gaussians (standard 3DGS layout; `--format splat`
+    exports them from any run), else the sparse points. Returns `(dest, what was written)`."""
     from mapforge.io.gaussians import read_gaussian_ply, write_gaussian_ply
     from mapforge.io.ply import read_point_cloud, write_point_cloud
 
     run, dest = RunFolder(out_dir), Path(dest)
     _check_suffix(dest, "ply")
+    if run.dense_ply is not None:
+        xyz, rgb, normals = read_point_cloud(run.dense_ply, normals=True)
+        write_point_cloud(dest, xyz, rgb, normals)
+        return dest, f"{len(xyz)} fused MVS points"
     if run.gaussians_ply is not None:
         data = read_gaussian_ply(run.gaussians_ply)
         write_gaussian_ply(dest, data)
         return dest, f"{len(data)} Gaussians (3DGS PLY)"
-    if run.dense_ply is not None:
-        xyz, rgb = read_point_cloud(run.dense_ply)
-        write_point_cloud(dest, xyz, rgb)
-        return dest, f"{len(xyz)} dense points"
     points = run.sparse_points()
     if points is None or len(points[0]) == 0:
         raise InputError(f"{run.root}: nothing to export as PLY (no Gaussians, no dense cloud, no sparse points)")
@@ -133,13 +134,14 @@ def export_splat(out_dir: str | Path, dest: str | Path) -> tuple[Path, str]:
 
 
 def export_mesh(out_dir: str | Path, dest: str | Path) -> tuple[Path, str]:
-    """Write the run's mesh (nerf/mesh.ply, dense/mesh.ply or mesh.ply) to the PLY file `dest`."""
+    """Write the run's mesh (the first of `MESH_FILES`: the MVS stage's dense/meshed-poisson.ply, then
+    nerf/mesh.ply, dense/mesh.ply, mesh.ply) to the PLY file `dest`."""
     from mapforge.io.ply import read_mesh, write_mesh
 
     run, dest = RunFolder(out_dir), Path(dest)
     _check_suffix(dest, "mesh")
     if run.mesh_ply is None:
-        raise InputError(f"{run.root}: the run has no mesh (looked for nerf/mesh.ply, dense/mesh.ply, mesh.ply)")
+        raise InputError(f"{run.root}: the run has no mesh (looked for {', '.join(MESH_FILES)})")
     vertices, faces, colors = read_mesh(run.mesh_ply)
     write_mesh(dest, vertices, faces, colors)
     return dest, f"mesh with {len(vertices)} vertices and {len(faces)} triangles"

@@ -13,9 +13,9 @@ from mapforge.export import VideoConfig, camera_path, export, export_video
 from mapforge.geometry.rotations import rotation_angle_deg
 from mapforge.io.colmap import read_model
 from mapforge.io.gaussians import read_gaussian_ply, read_splat
-from mapforge.io.ply import write_mesh
+from mapforge.io.ply import read_mesh, read_point_cloud, write_mesh
 from mapforge.io.transforms_json import read_transforms
-from tests.report.run_fixture import make_run_folder
+from tests.report.run_fixture import DENSE_COLOR, add_dense_workspace, make_run_folder
 
 # The fields nerfstudio's data parser reads from a transforms.json (its documented custom-data format).
 NERFSTUDIO_INTRINSICS = ("camera_model", "fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "p1", "p2")
@@ -91,6 +91,22 @@ def test_splat_and_mesh_exports(run: Path, tmp_path: Path) -> None:
     path, what = export(other, "mesh", tmp_path / "mesh.ply")
     ply = plyfile.PlyData.read(str(path))
     assert len(ply["vertex"].data) == 3 and len(ply["face"].data) == 1
+
+
+def test_exports_of_a_dense_run(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path / "dense_run")
+    add_dense_workspace(out)
+    path, what = export(out, "mesh", tmp_path / "mesh.ply")
+    assert what == "mesh with 6 vertices and 8 triangles"
+    vertices, faces, colors = read_mesh(path)
+    np.testing.assert_array_equal(faces, read_mesh(out / "dense" / "meshed-poisson.ply")[1])
+    assert (colors == DENSE_COLOR).all()
+    # the fused cloud comes before the Gaussians, with its normals and colours
+    path, what = export(out, "ply", tmp_path / "fused.ply")
+    assert what == "1500 fused MVS points"
+    xyz, rgb, normals = read_point_cloud(path, normals=True)
+    np.testing.assert_allclose(xyz, read_point_cloud(out / "dense" / "fused.ply")[0])
+    assert (rgb == DENSE_COLOR).all() and np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
 
 
 def test_missing_inputs_are_input_errors(tmp_path: Path) -> None:

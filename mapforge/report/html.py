@@ -20,8 +20,9 @@ from PIL import Image as PILImage
 from mapforge import __version__
 from mapforge.errors import InputError
 from mapforge.io.atomic import atomic_path
+from mapforge.io.colmap_dense import read_array
 from mapforge.report import svg
-from mapforge.report.run_folder import RunFolder, world_up
+from mapforge.report.run_folder import DenseMaps, RunFolder, world_up
 
 _CSS = """
 body { font-family: sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 16px; }
@@ -45,11 +46,18 @@ class ReportConfig:
         max_renders: test views shown per method, photo beside render (8: enough to judge, keeps the file small).
         thumbnail_size: longest side of inlined images in pixels (320, about the width they are shown at).
         histogram_bins: bins of the reprojection-error histogram (30).
+        dense_views: views shown with their depth and normal maps, evenly spread over the images (4).
+        depth_percentiles: the depths mapped to the ends of the colour map (5th and 95th percentile of the
+            valid depths, as COLMAP's depth-map pictures), so a few outliers do not flatten the rest.
+        cloud_size: longest side of the picture of the fused cloud in pixels (640).
     """
 
     max_renders: int = 8
     thumbnail_size: int = 320
     histogram_bins: int = 30
+    dense_views: int = 4
+    depth_percentiles: tuple[float, float] = (5.0, 95.0)
+    cloud_size: int = 640
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -70,10 +78,70 @@ def thumbnail(path: Path, size: int) -> np.ndarray:
     width, height = image_size(path)
     downscale = max(1, math.ceil(max(width, height) / size))
     image = read_rgb(path, background=(1.0, 1.0, 1.0), downscale=downscale)
-    array = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    pil = PILImage.fromarray(array)
+    return shrink(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), size)
+
+
+def shrink(image: np.ndarray, size: int) -> np.ndarray:
+    """`image [H, W, 3]` uint8 shrunk (never enlarged) so that its longest side is at most `size`."""
+    pil = PILImage.fromarray(image)
     pil.thumbnail((size, size), PILImage.Resampling.LANCZOS)
     return np.asarray(pil)
+
+
+def depth_picture(
+    depth: np.ndarray, percentiles: tuple[float, float] = (5.0, 95.0)
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """`depth [H, W]` (0 or non-finite = none) as `[H, W, 3]` uint8: viridis from near (dark purple) to far
+    (yellow) between the given percentiles of the valid depths, black where there is no depth. Returns the
+    picture and those two depths (None when no pixel has a depth)."""
+    import cv2
+
+    valid = np.isfinite(depth) & (depth > 0)
+    picture = np.zeros((*depth.shape, 3), dtype=np.uint8)
+    if not valid.any():
+        return picture, None
+    lo, hi = (float(v) for v in np.percentile(depth[valid], percentiles))
+    scaled = np.clip((np.where(valid, depth, lo) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    colours = cv2.applyColorMap(np.round(scaled * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    picture[valid] = colours[valid]
+    return picture, (lo, hi)
+
+
+def normal_picture(normals: np.ndarray) -> np.ndarray:
+    """`normals [H, W, 3]` (camera frame, facing the camera; zero = none) as `[H, W, 3]` uint8 with COLMAP's
+    colours (NormalMap::ToBitmap): red and green 127.5 (1 - x) and 127.5 (1 - y), blue -255 z; black where none."""
+    colours = np.stack([127.5 * (1 - normals[..., 0]), 127.5 * (1 - normals[..., 1]), -255.0 * normals[..., 2]], -1)
+    valid = np.isfinite(normals).all(-1) & (np.abs(normals).sum(-1) > 0)
+    return np.where(valid[..., None], np.round(np.clip(np.nan_to_num(colours), 0, 255)), 0).astype(np.uint8)
+
+
+def cloud_picture(
+    xyz: np.ndarray, rgb: np.ndarray | None, up: np.ndarray, size: int
+) -> tuple[np.ndarray, tuple[str, str]]:
+    """An orthographic picture of `xyz [N, 3]` seen from above (`up [3]`, ground axes as `top_down` picks them),
+    each pixel showing its highest point in its colour `rgb [N, 3]` uint8 (grey when None), on white. Points
+    are squares of 1 to 4 pixels, larger when there are few, so that a sparse cloud still shows its shape; the
+    0.5th to 99.5th percentiles are framed, so stray points do not shrink the rest. Returns
+    `([h, w, 3] uint8, axis labels)` with the longest side `size`."""
+    xy, labels = top_down(xyz, up)
+    lo, hi = np.percentile(xy, [0.5, 99.5], axis=0)
+    scale = (size - 1) / max(float((hi - lo).max()), 1e-12)
+    width, height = (np.floor((hi - lo) * scale).astype(int) + 1).tolist()
+    cols = np.floor((xy[:, 0] - lo[0]) * scale).astype(np.int64)
+    rows = np.floor((hi[1] - xy[:, 1]) * scale).astype(np.int64)  # the second axis points up the page
+    side = int(np.clip(round(0.5 * size / np.sqrt(max(len(xyz), 1))), 1, 4))
+    offsets = np.arange(side) - (side - 1) // 2
+    rows = (rows[:, None, None] + offsets[None, :, None]).repeat(side, 2).ravel()
+    cols = (cols[:, None, None] + offsets[None, None, :]).repeat(side, 1).ravel()
+    point = np.arange(len(xyz)).repeat(side * side)
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    pixels, point = (rows * width + cols)[inside], point[inside]
+    order = np.lexsort(((xyz @ up)[point], pixels))
+    top = np.r_[pixels[order][1:] != pixels[order][:-1], True]  # the last, highest point of each pixel
+    colours = np.full((len(xyz), 3), 128, np.uint8) if rgb is None else np.asarray(rgb, np.uint8)
+    picture = np.full((height * width, 3), 255, dtype=np.uint8)
+    picture[pixels[order][top]] = colours[point[order][top]]
+    return picture.reshape(height, width, 3), labels
 
 
 def _table(rows: list[tuple[str, object]], header: tuple[str, str] | None = None) -> str:
@@ -295,8 +363,87 @@ class _Report:
             self.section("renders", "Test views: photo and render", "\n".join(blocks))
 
     def _figure(self, path: Path, caption: str) -> str:
-        uri = png_data_uri(thumbnail(path, self.config.thumbnail_size))
+        return self._picture(thumbnail(path, self.config.thumbnail_size), caption)
+
+    @staticmethod
+    def _picture(image: np.ndarray, caption: str) -> str:
+        uri = png_data_uri(image)
         return f'<figure><img src="{uri}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
+
+    # --- multi-view stereo ---------------------------------------------------------------------------------
+
+    def mvs(self) -> None:
+        run = self.run
+        if run.dense_dir is None:
+            return
+        from mapforge.io.ply import read_mesh
+
+        maps = run.dense_maps()
+        rows: list[tuple[str, object]] = [("images with depth maps", sum(m.depth is not None for m in maps))]
+        cloud = None
+        try:
+            cloud = run.dense_points()
+            mesh = run.dense_mesh_ply
+            if mesh is not None:
+                vertices, faces, _ = read_mesh(mesh)
+                rows += [(f"mesh vertices ({mesh.relative_to(run.root).as_posix()})", len(vertices)),
+                         ("mesh triangles", len(faces))]
+        except InputError as exc:
+            self.notes.append(f"unreadable MVS output: {exc}")
+        if cloud is not None:
+            rows.insert(1, ("fused points (dense/fused.ply)", len(cloud[0])))
+        elif run.dense_ply is None:
+            self.notes.append("the dense workspace has no fused cloud (dense/fused.ply)")
+        body = _table(rows)
+        if run.dense_report is not None:
+            summary = _table(_flatten(run.dense_report), ("field", "value"))
+            body += "\n<h3>MVS report (dense/report.json)</h3>\n" + summary
+        else:
+            self.notes.append("no MVS summary (dense/report.json): the MVS stage has not finished")
+        body += self._dense_views(maps)
+        if cloud is not None and len(cloud[0]):
+            body += self._cloud(*cloud)
+        self.section("mvs", "Multi-view stereo", body)
+
+    def _dense_views(self, maps: list[DenseMaps]) -> str:
+        if not maps:
+            self.notes.append("the dense workspace has no depth or normal maps (dense/stereo)")
+            return ""
+        count = min(self.config.dense_views, len(maps))
+        chosen = [maps[i] for i in np.unique(np.round(np.linspace(0, len(maps) - 1, count)).astype(int))]
+        size = self.config.thumbnail_size
+        pairs = []
+        for entry in chosen:
+            figures = []
+            photo = self.run.undistorted_image(entry.name)
+            if photo is not None:
+                figures.append(self._figure(photo, f"undistorted {entry.name}"))
+            try:
+                if entry.depth is not None:
+                    picture, span = depth_picture(read_array(entry.depth), self.config.depth_percentiles)
+                    shown = f", {span[0]:.3g} to {span[1]:.3g}" if span else ", empty"
+                    figures.append(self._picture(shrink(picture, size), f"depth ({_pass(entry.depth)}{shown})"))
+                if entry.normal is not None:
+                    picture = shrink(normal_picture(read_array(entry.normal)), size)
+                    figures.append(self._picture(picture, f"normals ({_pass(entry.normal)})"))
+            except InputError as exc:
+                self.notes.append(f"unreadable dense map of {entry.name}: {exc}")
+            pairs.append(f'<div class="pair">{"".join(figures)}</div>')
+        more = f"{len(chosen)} of {len(maps)} views" if len(maps) > len(chosen) else f"{len(chosen)} views"
+        return (f"\n<h3>Depth and normal maps ({escape(more)})</h3>\n" + "\n".join(pairs)
+                + '\n<p class="muted">Depth: viridis from near (dark) to far (yellow) between the '
+                f"{self.config.depth_percentiles[0]:g}th and {self.config.depth_percentiles[1]:g}th percentile; "
+                "normals in COLMAP's colours; black: no estimate.</p>")
+
+    def _cloud(self, xyz: np.ndarray, rgb: np.ndarray | None) -> str:
+        rec = self.run.reconstruction
+        up = np.array([0.0, 0.0, 1.0])
+        if rec is not None and rec.images:
+            up = world_up(np.stack([image.cam_from_world.rotation.T for image in rec.images.values()]))
+        picture, labels = cloud_picture(xyz, rgb, up, self.config.cloud_size)
+        caption = (f"fused cloud from above, orthographic ({len(xyz)} points; {labels[0]} to the right, "
+                   f"{labels[1]} up the page)")
+        return f'\n<h3>Fused cloud</h3>\n<div class="figures">{self._picture(picture, caption)}</div>'
 
     # --- run level -----------------------------------------------------------------------------------------
 
@@ -329,6 +476,11 @@ class _Report:
         )
 
 
+def _pass(path: Path) -> str:
+    """The MVS pass a map file comes from: "geometric" for NAME.geometric.bin."""
+    return path.suffixes[-2].lstrip(".")
+
+
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -337,6 +489,7 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None) -> str
     """The report of run folder `out_dir` as an HTML string (see `write_report`)."""
     report = _Report(RunFolder(out_dir), config or ReportConfig())
     report.sfm()
+    report.mvs()
     report.training()
     report.renders()
     report.timings()
@@ -346,8 +499,9 @@ def build_report(out_dir: str | Path, config: ReportConfig | None = None) -> str
 def write_report(out_dir: str | Path, config: ReportConfig | None = None) -> Path:
     """Write `out_dir/report.html` (atomically): a self-contained page with images registered, the
     reprojection-error histogram, a top view of the trajectory (Sim3-aligned to ground truth when
-    `ground_truth.json` gives camera centres), training curves and test metrics, test renders beside their
-    photos and the time per stage. Missing parts are listed under Notes. Returns the file's path."""
+    `ground_truth.json` gives camera centres), the MVS stage's depth and normal maps beside their photos with a
+    picture of the fused cloud, training curves and test metrics, test renders beside their photos and the
+    time per stage. Missing parts are listed under Notes. Returns the file's path."""
     html = build_report(out_dir, config)
     path = Path(out_dir) / "report.html"
     with atomic_path(path) as tmp:

@@ -12,13 +12,19 @@ Layout (what the orchestration writes; see ARCHITECTURE.md):
     OUT/<method>/metrics.json        test metrics (method: splat, nerf)
     OUT/<method>/history.json        training curve: [{iteration, loss, psnr, num_gaussians, seconds}, ...]
     OUT/<method>/renders/test/*.png  test renders named like the views
-    OUT/dense/fused.ply              MVS point cloud;  OUT/dense/mesh.ply, OUT/nerf/mesh.ply meshes
+    OUT/dense/                       the MVS stage's COLMAP dense workspace (see `mapforge.io.colmap_dense`):
+        images/NAME                  undistorted photos;  sparse/ the model of their PINHOLE cameras
+        stereo/{depth,normal}_maps/NAME.{geometric,photometric}.bin   COLMAP array files
+        fused.ply                    fused cloud (positions, normals, colours);  meshed-poisson.ply its mesh
+        report.json                  the stage summary, written last
+    OUT/nerf/mesh.ply                the NeRF's mesh (OUT/dense/mesh.ply, OUT/mesh.ply: other meshes)
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -26,11 +32,22 @@ import numpy as np
 
 from mapforge.errors import InputError
 from mapforge.io.colmap import model_format, read_model
+from mapforge.io.colmap_dense import MAP_KINDS, map_path
 from mapforge.io.images import IMAGE_EXTENSIONS
 from mapforge.scene import Reconstruction
 
 METHODS = ("splat", "nerf")
-MESH_FILES = ("nerf/mesh.ply", "dense/mesh.ply", "mesh.ply")
+MESH_FILES = ("dense/meshed-poisson.ply", "nerf/mesh.ply", "dense/mesh.ply", "mesh.ply")
+
+
+@dataclass(frozen=True)
+class DenseMaps:
+    """The depth and normal map files of image `name` in the dense workspace (geometric pass where there is
+    one, else photometric; None when missing)."""
+
+    name: str
+    depth: Path | None
+    normal: Path | None
 
 
 def world_up(rotations_world_from_cam: np.ndarray) -> np.ndarray:
@@ -120,8 +137,53 @@ class RunFolder:
 
     @property
     def mesh_ply(self) -> Path | None:
-        """The first mesh found among OUT/nerf/mesh.ply, OUT/dense/mesh.ply, OUT/mesh.ply, or None."""
-        return next((self.root / m for m in MESH_FILES if (self.root / m).is_file()), None)
+        """The first mesh found among `MESH_FILES` (the MVS mesh OUT/dense/meshed-poisson.ply first), or None."""
+        return self._first_file(MESH_FILES)
+
+    @property
+    def dense_mesh_ply(self) -> Path | None:
+        """The MVS stage's mesh (OUT/dense/meshed-poisson.ply, else OUT/dense/mesh.ply), or None."""
+        return self._first_file(m for m in MESH_FILES if m.startswith("dense/"))
+
+    def _first_file(self, names) -> Path | None:
+        return next((self.root / name for name in names if (self.root / name).is_file()), None)
+
+    # --- multi-view stereo ---------------------------------------------------------------------------------
+
+    @property
+    def dense_dir(self) -> Path | None:
+        """The MVS workspace OUT/dense, or None."""
+        path = self.root / "dense"
+        return path if path.is_dir() else None
+
+    @cached_property
+    def dense_report(self) -> dict | None:
+        """The MVS stage summary OUT/dense/report.json, or None."""
+        report = _read_json(self.root / "dense" / "report.json")
+        return report if isinstance(report, dict) else None
+
+    def dense_maps(self) -> list[DenseMaps]:
+        """The depth and normal maps of the dense workspace, one entry per image that has either, by name."""
+        if self.dense_dir is None:
+            return []
+        names = set()
+        for map_type in ("depth", "normal"):
+            folder = self.dense_dir / "stereo" / f"{map_type}_maps"
+            files = [p.relative_to(folder).as_posix() for p in folder.rglob("*.bin")] if folder.is_dir() else []
+            for kind in MAP_KINDS:
+                suffix = f".{kind}.bin"
+                names |= {file[: -len(suffix)] for file in files if file.endswith(suffix)}
+        return [DenseMaps(name, self._dense_map(name, "depth"), self._dense_map(name, "normal"))
+                for name in sorted(names)]
+
+    def _dense_map(self, name: str, map_type: str) -> Path | None:
+        paths = (map_path(self.dense_dir, map_type, name, kind) for kind in ("geometric", "photometric"))
+        return next((path for path in paths if path.is_file()), None)
+
+    def undistorted_image(self, name: str) -> Path | None:
+        """The undistorted photo OUT/dense/images/NAME that the maps of image `name` belong to, or None."""
+        path = self.root / "dense" / "images" / name
+        return path if path.is_file() else None
 
     # --- images --------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The local web viewer of a run folder, served with viser: cameras with their photos, sparse and dense points,
-the trained Gaussian splats, and any registered view to look through (with its test render, or a fresh render
-of the Gaussians by mapforge's rasterizer).
+the mesh, the trained Gaussian splats, and any registered view to look through (with its test render, or a fresh
+render of the Gaussians by mapforge's rasterizer).
 
 Viser draws in the browser with WebGL; it follows OpenCV camera axes, like mapforge, so poses go in unchanged.
 """
@@ -134,6 +134,9 @@ class Viewer:
             xyz, rgb = _subsample(*dense, self.config.max_points, self.config.seed)
             visibility["dense points"] = scene.add_point_cloud("/dense_points", xyz, rgb, point_size=0.5 * point_size)
             self.contents.append(f"{len(dense[0])} dense points")
+        if self.run.mesh_ply is not None:
+            visibility["mesh"], description = self._add_mesh(self.run.mesh_ply)
+            self.contents.append(description)
         if self.gaussians is not None and len(self.gaussians):
             g = self.gaussians
             rgbs = np.clip(0.5 + 0.28209479177387814 * g.sh[:, 0, :], 0.0, 1.0)
@@ -148,8 +151,24 @@ class Viewer:
             self.frustums = self._add_cameras()
             visibility["cameras"] = list(self.frustums.values())
             self.contents.append(f"{len(self.order)} registered cameras")
+        self.layers = visibility
         self._gui(visibility)
         self._initial_camera()
+
+    def _add_mesh(self, path: Path) -> tuple[object, str]:
+        """Add the mesh at `path` with its vertex colours (grey without) as a glTF node, since viser's simple
+        mesh has one colour only. Returns its handle and a description."""
+        import trimesh
+
+        from mapforge.io.ply import read_mesh
+
+        vertices, faces, colors = read_mesh(path)
+        if colors is None:
+            colors = np.full((len(vertices), 3), 180, dtype=np.uint8)
+        rgba = np.concatenate([colors, np.full((len(colors), 1), 255, dtype=np.uint8)], axis=1)
+        mesh = trimesh.Trimesh(vertices=vertices.astype(np.float32), faces=faces, vertex_colors=rgba, process=False)
+        handle = self.server.scene.add_mesh_trimesh("/mesh", mesh)
+        return handle, f"mesh with {len(vertices)} vertices and {len(faces)} triangles"
 
     def _add_cameras(self) -> dict[int, object]:
         from tqdm import tqdm

@@ -10,14 +10,16 @@ import numpy as np
 from mapforge.datasets.synthetic import look_at
 from mapforge.geometry.rotations import axis_angle_to_matrix
 from mapforge.geometry.transforms import Sim3
-from mapforge.io.colmap import write_model
+from mapforge.io.colmap import read_model, write_model
+from mapforge.io.colmap_dense import PatchMatchProblem, map_path, write_array, write_fusion_cfg, write_patch_match_cfg
 from mapforge.io.gaussians import SH_C0, GaussianData, write_gaussian_ply, write_splat
 from mapforge.io.images import write_image
-from mapforge.io.ply import write_point_cloud
+from mapforge.io.ply import write_mesh, write_point_cloud
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
 
 WIDTH, HEIGHT = 64, 48
 POINT_COLOR = np.array([230, 40, 30], dtype=np.uint8)  # a saturated red that a screenshot test can look for
+DENSE_COLOR = np.array([40, 200, 60], dtype=np.uint8)  # the fused cloud's green
 
 
 def make_run_folder(
@@ -111,3 +113,45 @@ def make_run_folder(
         timings.update({"splat": 40.0, "nerf": 55.0})
     (out / "timings.json").write_text(json.dumps(timings))
     return out
+
+
+def add_dense_workspace(out: Path, num_points: int = 1500, seed: int = 0) -> Path:
+    """Add what the MVS stage writes to run folder `out` (from `make_run_folder`): `out/dense` with undistorted
+    images, their model, depth and normal maps (geometric for all views but the last, which has only the
+    photometric pass), the stereo config files, a fused cloud around the sparse points in `DENSE_COLOR`, a small
+    coloured mesh and report.json. Returns the workspace."""
+    rng = np.random.default_rng(seed)
+    dense = out / "dense"
+    rec = read_model(out / "sfm" / "sparse" / "0")
+    write_model(rec, dense / "sparse")
+    names = sorted(image.name for image in rec.images.values())
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    for i, name in enumerate(names):
+        write_image(dense / "images" / name, np.full((HEIGHT, WIDTH, 3), 0.2 + 0.1 * i, np.float32))
+        depth = (2.0 + 0.02 * xx + 0.01 * yy + 0.1 * i).astype(np.float32)
+        depth[: HEIGHT // 4, : WIDTH // 4] = 0.0  # no depth in a corner
+        normals = np.zeros((HEIGHT, WIDTH, 3), np.float32)
+        normals[..., 0] = (xx - WIDTH / 2) / WIDTH
+        normals[..., 2] = -1.0
+        normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+        normals[depth == 0] = 0.0
+        kinds = ["photometric"] + (["geometric"] if i < len(names) - 1 else [])
+        for kind in kinds:
+            write_array(map_path(dense, "depth", name, kind), depth)
+            write_array(map_path(dense, "normal", name, kind), normals)
+    write_patch_match_cfg(dense / "stereo" / "patch-match.cfg", [PatchMatchProblem(n, auto=20) for n in names])
+    write_fusion_cfg(dense / "stereo" / "fusion.cfg", names)
+    sparse = rec.points_xyz()
+    xyz = sparse[rng.integers(0, len(sparse), num_points)] + rng.normal(0, 0.02, size=(num_points, 3))
+    normals = rng.normal(size=(num_points, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    write_point_cloud(dense / "fused.ply", xyz, np.tile(DENSE_COLOR, (num_points, 1)), normals)
+    centre, radius = sparse.mean(axis=0), 0.3
+    corners = centre + radius * np.concatenate([np.eye(3), -np.eye(3)])
+    faces = np.array([[0, 1, 2], [1, 3, 2], [3, 4, 2], [4, 0, 2], [1, 0, 5], [3, 1, 5], [4, 3, 5], [0, 4, 5]])
+    write_mesh(dense / "meshed-poisson.ply", corners, faces, np.tile(DENSE_COLOR, (6, 1)))
+    (dense / "report.json").write_text(json.dumps({
+        "seconds": 42.0, "images": len(names), "fused_points": num_points, "seconds_per_image": 6.5,
+        "mesh": {"vertices": 6, "triangles": 8},
+    }))
+    return dense

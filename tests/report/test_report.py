@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 from html.parser import HTMLParser
@@ -11,19 +13,20 @@ import pytest
 
 from mapforge.errors import InputError
 from mapforge.report import RunFolder, write_report
-from mapforge.report.html import top_down
+from mapforge.report.html import cloud_picture, depth_picture, normal_picture, top_down
 from mapforge.report.svg import Series, histogram, horizontal_bars, line_chart, nice_ticks, trajectory_plot
-from tests.report.run_fixture import make_run_folder
+from tests.report.run_fixture import DENSE_COLOR, add_dense_workspace, make_run_folder
 
 
 class _Collector(HTMLParser):
-    """Section ids, svg elements, img sources and every src/href attribute of a page."""
+    """Section ids, svg elements, img sources (and their alt texts) and every src/href attribute of a page."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sections: list[str] = []
         self.svgs = 0
         self.images: list[str] = []
+        self.alts: list[str] = []
         self.links: list[str] = []
         self.svg_shapes: dict[str, int] = {}
 
@@ -37,6 +40,7 @@ class _Collector(HTMLParser):
             self.svg_shapes[tag] = self.svg_shapes.get(tag, 0) + 1
         if tag == "img":
             self.images.append(attributes.get("src") or "")
+            self.alts.append(attributes.get("alt") or "")
         for name in ("src", "href"):
             if attributes.get(name):
                 self.links.append(attributes[name])
@@ -150,3 +154,89 @@ def test_charts_are_standalone_svg_files() -> None:
     for chart in charts:
         root = ElementTree.fromstring(chart)
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def _decode(uri: str) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    data = base64.b64decode(uri.split(",", 1)[1])
+    return np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_report_shows_the_dense_workspace(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path)
+    add_dense_workspace(out)
+    page = _parse(write_report(out))
+    assert page.sections.index("sfm") < page.sections.index("mvs") < page.sections.index("training")
+    text = (out / "report.html").read_text(encoding="utf-8")
+    # 4 of the 6 views, evenly spread, each as photo, depth and normals; then the cloud
+    dense = [alt for alt in page.alts if alt.startswith(("undistorted", "depth", "normals", "fused cloud"))]
+    assert [alt for alt in dense if alt.startswith("undistorted")] == [
+        f"undistorted view_{i:02d}.png" for i in (0, 2, 3, 5)]
+    assert len(dense) == 4 * 3 + 1 and "4 of 6 views" in text
+    assert "depth (geometric, " in text and "depth (photometric, " in text  # view_05 has only the first pass
+    for key in ("fused points (dense/fused.ply)", "1500", "mesh vertices (dense/meshed-poisson.ply)",
+                "mesh triangles", "seconds_per_image", "6.5"):
+        assert key in text
+    cloud = _decode(page.images[page.alts.index(next(a for a in page.alts if a.startswith("fused cloud")))])
+    assert max(cloud.shape[:2]) == 640
+    green = (np.abs(cloud.astype(int) - DENSE_COLOR.astype(int)).max(axis=-1) < 10).sum()
+    assert green > 300
+    for note in ("not finished", "no fused cloud", "unreadable"):  # nothing is missing
+        assert note not in text
+
+
+def test_report_of_an_unfinished_or_damaged_dense_workspace(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path, parts="sfm")
+    dense = add_dense_workspace(out)
+    (dense / "report.json").unlink()
+    (dense / "fused.ply").unlink()
+    path = dense / "stereo" / "depth_maps" / "view_00.png.geometric.bin"
+    path.write_bytes(path.read_bytes()[:100])
+    page = _parse(write_report(out))
+    assert "mvs" in page.sections
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "the MVS stage has not finished" in text and "no fused cloud" in text
+    assert "unreadable dense map of view_00.png" in text and "truncated" in text
+    assert not [alt for alt in page.alts if alt.startswith("fused cloud")]
+
+
+def test_run_folder_dense_parts(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path, parts="sfm")
+    assert RunFolder(out).dense_maps() == [] and RunFolder(out).dense_dir is None
+    dense = add_dense_workspace(out)
+    run = RunFolder(out)
+    maps = run.dense_maps()
+    assert [m.name for m in maps] == [f"view_{i:02d}.png" for i in range(6)]
+    assert maps[0].depth == dense / "stereo" / "depth_maps" / "view_00.png.geometric.bin"
+    assert maps[5].normal == dense / "stereo" / "normal_maps" / "view_05.png.photometric.bin"
+    assert run.undistorted_image("view_01.png") == dense / "images" / "view_01.png"
+    assert run.undistorted_image("absent.png") is None
+    assert run.dense_report["fused_points"] == 1500
+    assert run.dense_ply == dense / "fused.ply"
+    assert run.mesh_ply == run.dense_mesh_ply == dense / "meshed-poisson.ply"
+
+
+def test_depth_normal_and_cloud_pictures() -> None:
+    depth = np.linspace(1.0, 3.0, 40, dtype=np.float32).reshape(4, 10)
+    depth[0, 0], depth[0, 1] = 0.0, np.nan
+    depth[3, 9] = 1e6  # an outlier beyond the 95th percentile saturates instead of flattening the rest
+    picture, (lo, hi) = depth_picture(depth)
+    assert picture.dtype == np.uint8 and picture.shape == (4, 10, 3)
+    assert (picture[0, :2] == 0).all()
+    assert 1.0 < lo < hi < 3.0
+    brightness = picture.astype(int).sum(-1)
+    assert brightness[1, 0] < brightness[2, 5] < brightness[3, 8] == brightness[3, 9]  # viridis: near is dark
+    assert depth_picture(np.zeros((2, 2), np.float32))[1] is None
+    normals = np.zeros((1, 2, 3), np.float32)
+    normals[0, 1] = (0.0, 0.0, -1.0)  # facing the camera
+    np.testing.assert_array_equal(normal_picture(normals), [[[0, 0, 0], [128, 128, 255]]])
+    # a red 5 x 5 grid on the ground, and a green point above its corner at the origin
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 5), np.linspace(0, 1, 5)), -1).reshape(-1, 2)
+    xyz = np.concatenate([np.c_[grid, np.zeros(25)], [[0.0, 0.0, 1.0]]])
+    rgb = np.concatenate([np.tile([[255, 0, 0]], (25, 1)), [[0, 255, 0]]]).astype(np.uint8)
+    image, labels = cloud_picture(xyz, rgb, np.array([0.0, 0.0, 1.0]), 9)
+    assert image.shape == (9, 9, 3) and labels == ("x", "y")
+    np.testing.assert_array_equal(image[8, 0], [0, 255, 0])  # x = 0, y = 0: bottom left, the higher point
+    np.testing.assert_array_equal(image[0, 8], [255, 0, 0])  # x = 1, y = 1: top right
+    assert (image == 255).all(-1).sum() == 81 - 25

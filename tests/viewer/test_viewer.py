@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 
 from mapforge.cli import main
 from mapforge.errors import InputError
-from tests.report.run_fixture import POINT_COLOR, make_run_folder
+from tests.report.run_fixture import POINT_COLOR, add_dense_workspace, make_run_folder
 
 pytest.importorskip("viser", reason="the viewer needs viser (pip install viser)")
 
@@ -76,6 +76,24 @@ def test_serve_warns_off_loopback_and_prints_the_address_it_serves(run: Path, ca
     with pytest.raises(KeyboardInterrupt):
         server.serve(run, host="127.0.0.1", port=0)
     assert "warning" not in capsys.readouterr().err
+
+
+def test_viewer_shows_the_fused_cloud_and_the_mesh_as_layers(tmp_path: Path) -> None:
+    out = make_run_folder(tmp_path, parts="sfm")
+    add_dense_workspace(out)
+    from mapforge.viewer.server import ViewerConfig
+
+    viewer = start_viewer(out, host="127.0.0.1", port=0, config=ViewerConfig(max_points=1000))
+    try:
+        assert viewer.contents[1:3] == ["1500 dense points", "mesh with 6 vertices and 8 triangles"]
+        assert {"sparse points", "dense points", "mesh", "cameras"} <= set(viewer.layers)
+        assert viewer.layers["dense points"].points.shape == (1000, 3)  # subsampled to the point limit
+        mesh = viewer.layers["mesh"]
+        assert mesh.visible
+        mesh.visible = False  # what the layer's checkbox does
+        assert not mesh.visible
+    finally:
+        viewer.stop()
 
 
 def test_gaussian_covariances() -> None:
