@@ -10,6 +10,7 @@ SurfaceTrimmer, and MeshLab interpolates the input colours onto the vertices (as
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,12 @@ class PoissonConfig:
     max_points: int = 4_000_000
     threads: int | None = None
     seed: int = 0
+
+
+def require_mesher() -> None:
+    """Raise `InputError` now, before any work, when pymeshlab is not installed."""
+    if importlib.util.find_spec("pymeshlab") is None:
+        raise InputError("meshing needs pymeshlab: install mapforge[mesh] (or choose --mesh none)")
 
 
 def poisson_mesh(

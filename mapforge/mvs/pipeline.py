@@ -19,18 +19,17 @@ from mapforge.devices import select_device
 from mapforge.errors import InputError
 from mapforge.io.atomic import write_json
 from mapforge.io.colmap import model_folder, read_model
-from mapforge.io.colmap_dense import write_fusion_cfg, write_patch_match_cfg
+from mapforge.io.colmap_dense import PatchMatchProblem, write_fusion_cfg, write_patch_match_cfg
 from mapforge.io.ply import write_point_cloud
 from mapforge.mvs import MESHERS, view_selection
 from mapforge.mvs.cache import ArrayCache
 from mapforge.mvs.fusion import FusedCloud, FusionConfig, fuse, load_input
-from mapforge.mvs.meshing import PoissonConfig, poisson_mesh, require_mesher, write_poisson_mesh
+from mapforge.mvs.meshing import PoissonConfig, require_mesher, write_poisson_mesh
 from mapforge.mvs.patchmatch.api import PatchMatchConfig
 from mapforge.mvs.stereo import StereoJob, pending, run_pass, sweeps_per_image
 from mapforge.mvs.undistort import undistort
 from mapforge.mvs.workspace import GEOMETRIC, PHOTOMETRIC, Workspace
 from mapforge.scene import Reconstruction
-
 
 
 @dataclass
@@ -149,9 +148,8 @@ def _fuse(workspace: Workspace, model: Reconstruction, job: StereoJob, overlap: 
 def _mesh(workspace: Workspace, cloud: FusedCloud, config: MVSConfig) -> dict | None:
     if config.mesh == "none":
         return None
-    vertices, faces, colors = poisson_mesh(cloud.points, cloud.normals, cloud.colors, config.poisson)
-    write_poisson_mesh(workspace.mesh, vertices, faces, colors)
-    return {"vertices": int(len(vertices)), "triangles": int(len(faces))}
+    _, vertices, triangles = write_poisson_mesh(workspace.mesh, cloud.points, cloud.normals, cloud.colors, config.poisson)
+    return {"vertices": int(vertices), "triangles": int(triangles)}
 
 
 def run_mvs(model: Reconstruction, image_dir: str | Path, out_dir: str | Path, config: MVSConfig | None = None) -> MVSResult:
@@ -170,7 +168,8 @@ def run_mvs(model: Reconstruction, image_dir: str | Path, out_dir: str | Path, c
     undistorted = timed("undistort", undistort, model, image_dir, workspace, config.max_image_size)
     sources, ranges, overlap = timed("select", _select, undistorted, config)
     names = {i: undistorted.images[i].name for i in undistorted.images}
-    write_patch_match_cfg(workspace.patch_match_cfg, {names[i]: [names[s] for s in sources[i]] for i in sorted(names)})
+    problems = [PatchMatchProblem(names[i], tuple(names[s] for s in sources[i])) for i in sorted(names) if sources[i]]
+    write_patch_match_cfg(workspace.patch_match_cfg, problems)
     write_fusion_cfg(workspace.fusion_cfg, [names[i] for i in sorted(names) if sources[i]])
     job = StereoJob(
         workspace, undistorted, sources, ranges, config.patch_match, ArrayCache(int(config.cache_gb * 2**30)),

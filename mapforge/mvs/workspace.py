@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mapforge.io.colmap_dense import map_path
+
 PHOTOMETRIC = "photometric"
 GEOMETRIC = "geometric"
 
@@ -38,10 +40,10 @@ class Workspace:
         return self.root / "stereo"
 
     def depth_map(self, name: str, kind: str) -> Path:
-        return self.stereo / "depth_maps" / f"{name}.{kind}.bin"
+        return map_path(self.root, "depth", name, kind)
 
     def normal_map(self, name: str, kind: str) -> Path:
-        return self.stereo / "normal_maps" / f"{name}.{kind}.bin"
+        return map_path(self.root, "normal", name, kind)
 
     @property
     def patch_match_cfg(self) -> Path:
