@@ -1,4 +1,5 @@
-"""Shared fixtures: the read-only evaluation data beside the repository, skipped with a reason when absent."""
+"""Shared fixtures: the read-only evaluation data beside the repository (skipped with a reason when absent), and
+hostile files for the tests that every file mapforge unpickles is read safely."""
 
 from __future__ import annotations
 
@@ -13,6 +14,34 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MAPFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 torch.set_flush_denormal(True)
+
+
+HOSTILE_KINDS = ("pickle", "random", "empty")
+
+
+class _RunsCode:
+    """Unpickling this runs `exec(code)`, as a checkpoint crafted by an attacker would."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):
+        return exec, (self.code,)
+
+
+def plant_hostile_file(path: Path, kind: str) -> Path:
+    """Write a file at `path` that no loader may accept; returns the marker file that exists only if code ran.
+
+    kind "pickle": a torch checkpoint whose unpickling writes the marker; "random": random bytes; "empty": 0 bytes.
+    """
+    marker = path.with_name(path.name + ".code_ran")
+    if kind == "pickle":
+        torch.save({"version": 2, "model": _RunsCode(f"open({str(marker)!r}, 'w').close()")}, path)
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    else:
+        path.write_bytes(b"")
+    return marker
 
 
 def shared_dataset(name: str) -> Path:

@@ -20,11 +20,15 @@ from mapforge.devices import select_device
 from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path, write_json
+from mapforge.io.torch_files import first_line, load_torch_file
 from mapforge.metrics.lpips import LPIPS, load_lpips
 from mapforge.nerf.models import FastNeRFModel, NeRFModel
 from mapforge.nerf.rays import camera_rays, forward_facing_frame, ndc_rays, ray_aabb_intersect
 from mapforge.scene import Camera
 
+# 2: every value is a tensor, a plain container, a number or a string (config and set-up as JSON), read with
+# torch's weights-only unpickler; 1 (unversioned) pickled the config and needed full unpickling.
+CHECKPOINT_VERSION = 2
 
 @dataclass
 class TrainConfig:
@@ -442,9 +446,10 @@ def evaluate(
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
                     setup: SceneSetup, step: int, extra: dict | None = None) -> None:
     state = {
+        "version": CHECKPOINT_VERSION,
         "model_type": config.model,
-        "config": asdict(config),
-        "setup": setup.to_dict(),
+        "config": json.dumps(asdict(config)),
+        "setup": json.dumps(setup.to_dict()),
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -459,20 +464,23 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[torch.nn.Module, TrainConfig, SceneSetup, dict]:
     """Rebuild a trained model from a checkpoint -> (model, config, setup, raw state)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"NeRF checkpoint {path} not found")
+    state = load_torch_file(path, "NeRF checkpoint")
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        found = state.get("version") if isinstance(state, dict) else None
+        raise InputError(f"{path} is not a mapforge NeRF checkpoint of format version {CHECKPOINT_VERSION} "
+                         f"(found {found})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         config_cls = CONFIGS[state["model_type"]]
         names = {f.name for f in fields(config_cls)}
-        config = config_cls(**{k: v for k, v in state["config"].items() if k in names})
-    except (KeyError, RuntimeError, EOFError, ValueError, TypeError) as exc:
-        raise InputError(f"{path} is not a mapforge NeRF checkpoint ({exc})") from exc
-    setup = SceneSetup.from_dict(state["setup"])
-    model = build_model(config, setup)
-    model.load_state_dict(state["model"])
-    if isinstance(model, FastNeRFModel):
-        model.grid.load_state_dict(state["grid"])
+        saved = json.loads(state["config"])
+        config = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names})
+        setup = SceneSetup.from_dict(json.loads(state["setup"]))
+        model = build_model(config, setup)
+        model.load_state_dict(state["model"])
+        if isinstance(model, FastNeRFModel):
+            model.grid.load_state_dict(state["grid"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"{path} is not a mapforge NeRF checkpoint ({first_line(exc)})") from None
     model.to(select_device(device))
     return model, config, setup, state
 

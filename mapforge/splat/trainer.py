@@ -48,6 +48,7 @@ from mapforge.geometry.rotations import rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
 from mapforge.geometry.undistortion import undistort_image, undistorted_camera
 from mapforge.io.atomic import atomic_path, write_json
+from mapforge.io.torch_files import load_torch_file
 from mapforge.io.colmap import write_model
 from mapforge.io.gaussians import write_gaussian_ply, write_splat
 from mapforge.scene import Camera, Image, Point3D, Reconstruction
@@ -583,12 +584,10 @@ class Trainer:
         return path
 
     def _load_checkpoint(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for damaged files
-            raise InputError(f"{path}: cannot read the training checkpoint ({exc})") from exc
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise InputError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+        state = load_torch_file(path, "training checkpoint")
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            found = state.get("version") if isinstance(state, dict) else None
+            raise InputError(f"{path}: checkpoint version {found} is not {CHECKPOINT_VERSION}")
         saved = json.loads(state["config"])
         if saved.get("sh_degree") != self.config.sh_degree:
             raise InputError(f"{path}: the checkpoint has SH degree {saved.get('sh_degree')}, "

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mapforge.errors import InputError, MapforgeError
-from mapforge.metrics.lpips import LPIPS, MIN_SIDE
+from mapforge.metrics.lpips import LPIPS, MIN_SIDE, load_lpips
+from tests.conftest import HOSTILE_KINDS, plant_hostile_file
 
 ALEXNET_SHAPES = {
     "features.0.weight": (64, 3, 11, 11),
@@ -107,3 +108,14 @@ def test_bad_weights_and_inputs(weight_files, tmp_path):
         model(torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40))
     with pytest.raises(InputError, match="floating-point"):
         model(torch.zeros(1, 3, 40, 40, dtype=torch.uint8), torch.zeros(1, 3, 40, 40, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_planted_weights_are_refused_without_running_code(kind, weight_files, tmp_path):
+    planted = tmp_path / "planted.pth"
+    marker = plant_hostile_file(planted, kind)
+    for paths in ([planted], [weight_files[0], planted], [planted, weight_files[1]]):
+        with pytest.raises(InputError) as info:
+            load_lpips(paths)
+        assert "\n" not in str(info.value) and str(planted) in str(info.value)
+    assert not marker.exists()
