@@ -12,6 +12,7 @@ import sys
 
 from mapforge import __version__
 from mapforge.errors import MapforgeError
+from mapforge.interrupts import keyboard_interrupts
 
 COMMANDS = ["model", "calibrate", "sfm", "splat", "nerf", "pointmap", "run", "view", "export"]
 
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with keyboard_interrupts():
+            result = args.func(args)
     except MapforgeError as exc:
         print(f"mapforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
