@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mapforge import cli
+from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
 from mapforge.interrupts import caused_by_interrupt, keyboard_interrupts
+from mapforge.splat.rasterize import cpu_kernels
+from mapforge.training.checkpoint import load_checkpoint
 
 
 def numba_interrupt() -> SystemError:
@@ -28,3 +32,31 @@ def test_a_system_error_caused_by_ctrl_c_is_a_keyboard_interrupt():
     with pytest.raises(SystemError):
         with keyboard_interrupts():
             raise SystemError("a real bug")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(make_scene(SyntheticConfig(width=48, height=36, num_views=8, supersample=1)),
+                       tmp_path_factory.mktemp("data") / "scene", num_points=300)
+
+
+def test_ctrl_c_in_a_kernel_stops_splat_train_with_status_130(scene, tmp_path, monkeypatch, capsys):
+    composite = cpu_kernels.composite_forward
+    calls = []
+
+    def interrupted_on_the_fifth_render(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise numba_interrupt()
+        return composite(*args)
+
+    monkeypatch.setattr(cpu_kernels, "composite_forward", interrupted_on_the_fifth_render)
+    out = tmp_path / "out"
+    args = ["splat", "train", str(scene), "-o", str(out), "--iterations", "6", "--sh-degree", "0"]
+    assert cli.main(args) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "interrupted" in err and "SystemError" not in err
+    assert load_checkpoint(out / "checkpoint.pt", "splat")["step"] == 4  # the four steps before the interrupt
+    monkeypatch.setattr(cpu_kernels, "composite_forward", composite)
+    assert cli.main([*args, "--resume"]) == 0
+    assert "for 6 iterations" in capsys.readouterr().out
