@@ -16,9 +16,10 @@ by the LPIPS scaling layer, passed through AlexNet's conv layers; the ReLU outpu
 normalised to unit length along channels, their squared differences weighted per channel by the linear layers,
 averaged over space and summed over the five layers.
 
-Not verified here: no reference weights or `lpips` package were available on the machine this was written on,
-so parity with the reference implementation's numbers (expected to agree to float precision given the same
-weights) was not checked; only the plumbing (layer shapes, key names, loading, metric properties) is tested.
+Tested against a distance computed by hand (`tests/metrics/test_lpips.py`: a network whose convolutions use only
+their centre taps, on single-colour images, written out layer by layer with the published scaling constants),
+besides the plumbing (layer shapes, key names, loading, metric properties). Not checked: parity with the `lpips`
+package's numbers on its released weights, which were not available on the machine this was written on.
 """
 
 from __future__ import annotations
