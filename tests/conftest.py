@@ -1,5 +1,10 @@
-"""Shared fixtures: the read-only evaluation data beside the repository (skipped with a reason when absent), and
-hostile files for the tests that every file mapforge unpickles is read safely."""
+"""Shared fixtures: the read-only evaluation data beside the repository (skipped with a reason when absent),
+hostile files for the tests that every file mapforge unpickles is read safely, and the torch devices.
+
+A test that takes a `device` argument runs once per torch device: "cpu", and "cuda" (skipped with a reason when
+CUDA is not available). `pytest --device cuda` keeps only the cuda runs of such tests (`--device cpu` only the
+cpu ones); `pytest --device cuda -k cuda tests/splat tests/nerf` runs just the GPU checks.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,22 @@ torch.set_flush_denormal(True)
 
 
 HOSTILE_KINDS = ("pickle", "random", "empty")
+DEVICES = ("cpu", "cuda")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", choices=("all", *DEVICES), default="all",
+                     help="torch device(s) for the tests that take a `device` (default all: cpu, and cuda if present)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("--device")
+    no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+    params = [pytest.param(name, marks=[no_cuda] if name == "cuda" else [], id=name)
+              for name in DEVICES if chosen in ("all", name)]
+    metafunc.parametrize("device", params)
 
 
 class _RunsCode:
