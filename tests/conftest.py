@@ -65,6 +65,23 @@ def plant_hostile_file(path: Path, kind: str) -> Path:
     return marker
 
 
+def assert_refused(capsys: pytest.CaptureFixture, code: int, marker: Path) -> str:
+    """The command refused the planted file: exit status 2, one line on stderr, and the planted code never ran."""
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not marker.exists(), "the planted pickle ran code"
+    return err
+
+
+def small_scene(folder: Path, views: int = 8, points: int = 300) -> Path:
+    """The built-in scene at 48x36 with `views` views, written to `folder` as a data set (see `write_scene`)."""
+    from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
+
+    return write_scene(make_scene(SyntheticConfig(width=48, height=36, num_views=views, supersample=1)), folder,
+                       num_points=points)
+
+
 def shared_dataset(name: str) -> Path:
     """The folder of one shared data set, or skip the test saying what is missing."""
     path = SHARED_DATA / name

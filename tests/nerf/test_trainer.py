@@ -12,6 +12,7 @@ from mapforge.errors import InputError
 from mapforge.nerf.config import FastNeRFConfig, OriginalNeRFConfig, make_config
 from mapforge.nerf.trainer import NeRFTrainer
 from mapforge.training.checkpoint import load_checkpoint
+from tests.conftest import small_scene
 from tests.nerf.scenes import sphere_dataset
 
 TINY = dict(batch_rays=256, target_samples=4096, num_levels=4, log2_hashmap_size=12, finest_resolution=64,
@@ -125,10 +126,7 @@ def test_bad_settings_are_refused_by_the_config(setting, message):
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
-
-    return write_scene(make_scene(SyntheticConfig(width=48, height=36, num_views=4, supersample=1)),
-                       tmp_path_factory.mktemp("data") / "scene", num_points=50)
+    return small_scene(tmp_path_factory.mktemp("data") / "scene", views=4, points=50)
 
 
 @pytest.mark.parametrize("args, message", [

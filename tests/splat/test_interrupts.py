@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mapforge import cli
-from mapforge.datasets.synthetic import SyntheticConfig, make_scene, write_scene
 from mapforge.interrupts import caused_by_interrupt, keyboard_interrupts
 from mapforge.splat.rasterize import cpu_kernels
 from mapforge.training.checkpoint import load_checkpoint
+from tests.conftest import small_scene
 
 
 def numba_interrupt() -> SystemError:
@@ -36,8 +36,7 @@ def test_a_system_error_caused_by_ctrl_c_is_a_keyboard_interrupt():
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    return write_scene(make_scene(SyntheticConfig(width=48, height=36, num_views=8, supersample=1)),
-                       tmp_path_factory.mktemp("data") / "scene", num_points=300)
+    return small_scene(tmp_path_factory.mktemp("data") / "scene")
 
 
 def test_ctrl_c_in_a_kernel_stops_splat_train_with_status_130(scene, tmp_path, monkeypatch, capsys):
