@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mapforge.cli.arguments import non_negative_int, positive_float, positive_int
+from mapforge.cli.arguments import positive_float, positive_int
+from mapforge.cli.training import DEVICE_HELP, LPIPS_HELP, add_training_options
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -32,29 +33,15 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "project as `mapforge sfm` writes it, LLFF, ...). OUT receives checkpoint.pt, config.json, history.json, "
         "training_curve.svg, metrics.json (test PSNR/SSIM) and renders/test/*.png.",
     )
-    train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
-    train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
+    add_training_options(train, f"optimisation steps (default {FastNeRFConfig.iterations} fast, "
+                         f"{OriginalNeRFConfig.iterations} nerf)")
     train.add_argument("--model", choices=("fast", "nerf"), default="fast",
                        help="fast: hash grid + occupancy grid (instant-ngp style, minutes on a CPU); nerf: the "
                        "original NeRF (hours). Default fast")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=positive_int,
-                        help=f"optimisation steps (default {FastNeRFConfig.iterations} fast, "
-                        f"{OriginalNeRFConfig.iterations} nerf)")
-    length.add_argument("--minutes", type=positive_float,
-                        help="training-time budget: the learning-rate schedule is laid over it and training "
-                        "stops when it is spent")
-    train.add_argument("--downscale", type=positive_int, default=1, help="shrink images by this factor (default 1)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
     train.add_argument("--eval-views", type=positive_int, help="evaluate only this many test views (default all)")
     train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], type=_setting,
                        help="override any field of the model's config (see mapforge.nerf.config.FastNeRFConfig / "
                        "OriginalNeRFConfig), e.g. --set grid_resolution=64; repeatable")
-    train.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                       help="also measure LPIPS on the test views: one combined weights file, or the AlexNet and "
-                       "the lpips linear weights files (mapforge downloads nothing)")
-    train.add_argument("--device", default="auto", help="torch device (default auto: cuda if available, else cpu)")
-    train.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     train.set_defaults(func=_train)
 
 
@@ -74,9 +61,8 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     render.add_argument("--frames", type=positive_int, default=120, help="frames of the camera path (default 120)")
     render.add_argument("--fps", type=positive_int, default=30, help="frames per second of a video (default 30)")
     render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
-    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                        help="also measure LPIPS: one combined weights file, or the AlexNet and linear weights files")
-    render.add_argument("--device", default="auto", help="torch device (default auto: cuda if available, else cpu)")
+    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(), help=LPIPS_HELP)
+    render.add_argument("--device", default="auto", help=DEVICE_HELP)
     render.set_defaults(func=_render)
 
 
@@ -97,7 +83,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--data", metavar="DATA", help="data set for --points (default: the one trained on)")
     export.add_argument("--stride", type=positive_int, default=4,
                         help="--points: use every STRIDE-th pixel of each training view (default 4)")
-    export.add_argument("--device", default="auto", help="torch device (default auto: cuda if available, else cpu)")
+    export.add_argument("--device", default="auto", help=DEVICE_HELP)
     export.set_defaults(func=_export)
 
 

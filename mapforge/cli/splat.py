@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mapforge.cli.arguments import non_negative_int, positive_float, positive_int
+from mapforge.cli.arguments import non_negative_int, positive_int
+from mapforge.cli.training import DEVICE_HELP, LPIPS_HELP, add_training_options
 from mapforge.splat.config import SplatConfig
 from mapforge.splat.densify import DensifyConfig
 from mapforge.splat.rasterize.api import BACKENDS
@@ -38,14 +39,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "COLMAP project as `mapforge sfm` writes it, LLFF, ...). OUT receives point_cloud.ply (3DGS layout), "
         "scene.splat, config.json, metrics.json, training_curve.svg, renders of the test views and a checkpoint.",
     )
-    train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
-    train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=positive_int, help=f"optimisation steps (default {SplatConfig.iterations})")
-    length.add_argument("--minutes", type=positive_float,
-                          help="training-time budget: the schedule is laid over it and training stops when spent")
-    train.add_argument("--downscale", type=positive_int, default=1, help="shrink images by this factor (default 1)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
+    add_training_options(train, f"optimisation steps (default {SplatConfig.iterations})")
     train.add_argument("--init", metavar="PATH",
                        help="start from a 3DGS .ply or .splat, a point-cloud .ply or a COLMAP model folder "
                        "(default: the data's sparse points, else random Gaussians in the scene's box)")
@@ -63,11 +57,6 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                        "initial points such as a pointmap's")
     train.add_argument("--background", type=_color, help="white, black or R,G,B (default: the data's, else black)")
     train.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
-    train.add_argument("--device", default="auto", help="torch device (default auto: cuda if available, else cpu)")
-    train.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    train.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                       help="also measure LPIPS on the test views: one combined weights file, or the AlexNet and "
-                       "the lpips linear weights files (mapforge downloads nothing)")
     train.set_defaults(func=_train)
 
 
@@ -86,9 +75,8 @@ def _add_render(commands: argparse._SubParsersAction) -> None:
     render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
     render.add_argument("--background", type=_color, help="white, black or R,G,B (default: as trained)")
     render.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
-    render.add_argument("--device", default="auto", help="torch device (default auto: cuda if available, else cpu)")
-    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                        help="also measure LPIPS: one combined weights file, or the AlexNet and linear weights files")
+    render.add_argument("--device", default="auto", help=DEVICE_HELP)
+    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(), help=LPIPS_HELP)
     render.set_defaults(func=_render)
 
 
