@@ -132,6 +132,8 @@ class NeRFTrainer(Trainer):
         }
         if isinstance(self.model, FastNeRFModel):
             state["grid"] = self.model.grid.state_dict()
+        if self.device.type == "cuda":  # sampling jitter on a GPU draws from its own generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -141,6 +143,8 @@ class NeRFTrainer(Trainer):
         self.batch_rays = int(state["batch_rays"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     # -- outputs -----------------------------------------------------------------------------------------------
 
