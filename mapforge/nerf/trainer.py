@@ -55,8 +55,9 @@ class NeRFTrainer(Trainer):
         self.rays, self.crop = training_rays(dataset, self.setup, config.image_scale,
                                              config.precrop_fraction if precrop else 0.0)
         self.setup_seconds = time.perf_counter() - start
-        self.background = None if self.setup.background is None else \
-            torch.tensor(self.setup.background, dtype=torch.float32, device=self.device)
+        background = self.setup.background
+        self.background = None if background is None else torch.tensor(background, dtype=torch.float32,
+                                                                        device=self.device)
         self.samples = 0  # density samples evaluated by this process, for its samples per second
         self.seconds_before = self.seconds
 
