@@ -77,4 +77,5 @@ def quality_text(metrics: dict) -> str:
         return f"no {split} views"
     psnr_text = "inf" if metrics["psnr"] is None else f"{metrics['psnr']:.2f} dB"
     lpips = f", LPIPS {metrics['lpips']:.4f}" if metrics.get("lpips") is not None else ""
-    return f"{metrics['count']} {split} views, PSNR {psnr_text}, SSIM {metrics['ssim']:.4f}{lpips}"
+    views = "view" if metrics["count"] == 1 else "views"
+    return f"{metrics['count']} {split} {views}, PSNR {psnr_text}, SSIM {metrics['ssim']:.4f}{lpips}"
