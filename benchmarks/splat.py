@@ -1,6 +1,6 @@
 """Train 3D Gaussian splatting on Blender lego (400x400, 100 train views, white background) and evaluate it.
 
-Trains with the default `TrainConfig` under a wall-clock budget (`--minutes`, default 30: the quality bar is
+Trains with the default `SplatConfig` under a training-time budget (`--minutes`, default 30: the quality bar is
 >= 33 dB PSNR on the 200 test views after 30 minutes on a 2-core CPU), measures test PSNR on a fixed subset of test
 views every `--eval-every` minutes (outside the training clock) for a PSNR-vs-time curve, then evaluates all test
 views (or `--test-views`), and times the rasterizer's backends on the final Gaussians. Writes
@@ -34,12 +34,13 @@ from mapforge.io.atomic import atomic_path  # noqa: E402
 from mapforge.splat.evaluate import evaluate  # noqa: E402
 from mapforge.splat.rasterize import rasterize  # noqa: E402
 from mapforge.splat.sh import sh0_to_rgb  # noqa: E402
-from mapforge.splat.trainer import TrainConfig, Trainer, training_threads  # noqa: E402
+from mapforge.splat.config import SplatConfig  # noqa: E402
+from mapforge.splat.trainer import SplatTrainer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "blender_lego_400"
 
 
-def rasterizer_throughput(trainer: Trainer, iterations: dict[str, int], warmup: int = 1) -> dict:
+def rasterizer_throughput(trainer: SplatTrainer, iterations: dict[str, int], warmup: int = 1) -> dict:
     """Forward + L1 loss + backward of each rasterizer backend on the trained Gaussians (DC colours) at full
     resolution, cycling through three training views: wall and process CPU milliseconds per iteration."""
     g = trainer.gaussians
@@ -93,29 +94,27 @@ def main() -> None:
     test = dataset.subset("test")
     probe = test[:: max(1, len(test) // args.probe_views)][: args.probe_views]
     final = test[: args.test_views]
-    config = TrainConfig(minutes=args.minutes, checkpoint_minutes=1e9)
+    config = SplatConfig(minutes=args.minutes, checkpoint_minutes=0)
 
     start = time.perf_counter()
     cpu_start = time.process_time()
-    trainer = Trainer(dataset, out, config)
+    trainer = SplatTrainer(dataset, config, out)
     setup_seconds = time.perf_counter() - start
     curve = []
-    next_probe = 60.0 * args.eval_every
-    while trainer.progress() < 1.0:
-        t0 = time.perf_counter()
-        with training_threads(config, trainer.device):
-            stats = trainer.train_step()
-        trainer.elapsed += time.perf_counter() - t0
-        if trainer.step % config.log_interval == 0:
-            trainer.curve.append([trainer.step, trainer.elapsed, stats["loss"], stats["psnr"], len(trainer.gaussians)])
-        if trainer.elapsed >= next_probe or trainer.progress() >= 1.0:
+    next_probe = [60.0 * args.eval_every]
+
+    def probe_quality(trainer: SplatTrainer) -> None:
+        # Runs off the training clock, between steps.
+        if trainer.seconds >= next_probe[0] or trainer.progress() >= 1.0:
             metrics = evaluate(trainer.gaussians, dataset, probe, trainer.background)
-            curve.append({"minutes": trainer.elapsed / 60, "iterations": trainer.step,
+            curve.append({"minutes": trainer.seconds / 60, "iterations": trainer.step,
                           "gaussians": len(trainer.gaussians), "probe_psnr": metrics["psnr"]})
             print(json.dumps(curve[-1]), flush=True)
-            next_probe += 60.0 * args.eval_every
+            next_probe[0] += 60.0 * args.eval_every
+
+    trainer.run(callback=probe_quality)
     train_cpu_seconds = time.process_time() - cpu_start
-    trainer.export({"data": str(args.data)})
+    trainer.write_outputs({"data": str(args.data)})
     metrics = evaluate(trainer.gaussians, dataset, final, trainer.background, out / "test")
     throughput = rasterizer_throughput(trainer, {"cpu": 5, "torch": args.torch_iterations})
     result = {
@@ -123,7 +122,7 @@ def main() -> None:
         "test_views": len(final),
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
-        "train_minutes": trainer.elapsed / 60,
+        "train_minutes": trainer.seconds / 60,
         "setup_seconds": setup_seconds,
         "train_cpu_seconds": train_cpu_seconds,
         "iterations": trainer.step,
@@ -143,7 +142,7 @@ def main() -> None:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     psnr = "n/a" if metrics["psnr"] is None or not math.isfinite(metrics["psnr"]) else f"{metrics['psnr']:.2f}"
     print(f"{args.data.name}: {psnr} dB PSNR, SSIM {metrics['ssim']:.4f} on {len(final)} test views after "
-          f"{trainer.elapsed / 60:.1f} min, {trainer.step} iterations, {len(trainer.gaussians)} Gaussians; wrote {path}")
+          f"{trainer.seconds / 60:.1f} min, {trainer.step} iterations, {len(trainer.gaussians)} Gaussians; wrote {path}")
 
 
 if __name__ == "__main__":

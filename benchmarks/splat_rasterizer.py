@@ -4,7 +4,10 @@ A sphere shell of Gaussians (plus a filled interior) seen from a few views at 40
 trained Blender scene. Reports ms per iteration, Gaussian-pixel evaluations per second (tile-list entries x
 pixels per tile) and the torch/cpu speed ratio, and writes benchmarks/results/splat_rasterizer.json.
 
-    nice -n 10 .venv/bin/python benchmarks/splat_rasterizer.py [--gaussians 100000] [--size 400]
+    nice -n 10 .venv/bin/python benchmarks/splat_rasterizer.py [--gaussians 100000] [--size 400] [--device cuda]
+
+`--device` names where the torch reference backend runs (default cpu; "auto" or "cuda" for the GPU figure); the
+numba backend always runs on the CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mapforge.devices import select_device  # noqa: E402
 from mapforge.io.atomic import atomic_path  # noqa: E402
 from mapforge.splat.rasterize import rasterize  # noqa: E402
 
@@ -57,16 +61,20 @@ def look_at(eye: torch.Tensor) -> torch.Tensor:
 
 def time_backend(params, views, K, size: int, backend: str, iterations: int, warmup: int) -> dict:
     """Forward + L1 loss + backward per iteration, cycling through `views`; wall and process CPU time."""
-    target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1))
+    device = params[0].device
+    target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1)).to(device)
     wall, cpu, evaluations = 0.0, 0.0, 0
     for it in range(warmup + iterations):
-        viewmat = views[it % len(views)]
+        viewmat = views[it % len(views)].to(device)
         for p in params:
             p.grad = None
         start, start_cpu = time.perf_counter(), time.process_time()
-        image, alpha, depth, meta = rasterize(*params, viewmat, K, size, size, background=torch.ones(3), backend=backend)
+        image, alpha, depth, meta = rasterize(*params, viewmat, K.to(device), size, size,
+                                              background=torch.ones(3, device=device), backend=backend)
         loss = (image - target).abs().mean()
         loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if it >= warmup:
             wall += time.perf_counter() - start
             cpu += time.process_time() - start_cpu
@@ -101,6 +109,7 @@ def main() -> None:
     parser.add_argument("--cpu-iterations", type=int, default=10)
     parser.add_argument("--torch-iterations", type=int, default=2)
     parser.add_argument("--skip-torch", action="store_true", help="time only the CPU backend (no JSON written)")
+    parser.add_argument("--device", default="cpu", help="device of the torch backend (default cpu; auto, cuda, ...)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
 
@@ -116,8 +125,12 @@ def main() -> None:
           f"{cpu['gaussian_pixel_evaluations_per_second']:.3g} evaluations/s")
     if args.skip_torch:
         return
-    reference = time_backend(params, views, K, args.size, "torch", args.torch_iterations, warmup=0)
-    print(f"torch: {reference['ms_per_iteration']:.1f} ms/iteration ({reference['cpu_ms_per_iteration']:.1f} ms CPU time), "
+    device = select_device(args.device)
+    on_device = [p.detach().to(device).requires_grad_() for p in params]
+    # On a GPU the first call compiles and allocates: one untimed warm-up iteration.
+    reference = time_backend(on_device, views, K, args.size, "torch", args.torch_iterations,
+                             warmup=int(device.type == "cuda"))
+    print(f"torch ({device}): {reference['ms_per_iteration']:.1f} ms/iteration ({reference['cpu_ms_per_iteration']:.1f} ms CPU time), "
           f"{reference['gaussian_pixel_evaluations_per_second']:.3g} evaluations/s")
     ratio = reference["ms_per_iteration"] / cpu["ms_per_iteration"]
     print(f"cpu backend is {ratio:.1f}x faster than the torch reference; cold import + first call {cold['import_and_first_call_s']:.2f} s")
@@ -125,7 +138,7 @@ def main() -> None:
     result = {
         "scene": {"gaussians": args.gaussians, "width": args.size, "height": args.size, "views": len(views)},
         "cpu": cpu,
-        "torch": reference,
+        "torch": {**reference, "device": str(device)},
         "speedup_cpu_over_torch": ratio,
         "cold_start": cold,
         "machine": {

@@ -214,7 +214,8 @@ def poses_dir(config: RunConfig, out: Path) -> Path:
 
 def stage_splat(config: RunConfig, out: Path) -> dict:
     """Gaussian splatting on the posed images (SfM or pointmap model) into `out/splat`; returns test metrics."""
-    from mapforge.splat.trainer import TrainConfig, train
+    from mapforge.splat.config import SplatConfig
+    from mapforge.splat.trainer import train
 
     if (done := _finished("splat", "metrics.json", config, out)) is not None:
         return done
@@ -222,25 +223,23 @@ def stage_splat(config: RunConfig, out: Path) -> dict:
     # Pointmap poses are good but not SfM-exact, and pointmaps are already dense: refine the poses jointly with the
     # Gaussians and skip density control, as InstantSplat does.
     from_pointmap = config.init == "pointmap"
-    train_config = TrainConfig(
-        minutes=config.minutes or None,
-        iterations=config.iterations,
-        optimize_poses=from_pointmap,
-        density_control=not from_pointmap,
-    )
-    return train(dataset, out / "splat", train_config, resume=not config.overwrite)
+    train_config = SplatConfig(minutes=config.minutes or None, iterations=config.iterations,
+                               optimize_poses=from_pointmap, density_control=not from_pointmap)
+    extra = {"data": str(poses_dir(config, out).resolve()), "downscale": config.downscale}
+    return train(dataset, train_config, out / "splat", resume=not config.overwrite, extra=extra).metrics
 
 
 def stage_nerf(config: RunConfig, out: Path) -> dict:
     """The fast (hash-grid) NeRF on the posed images into `out/nerf`; returns the test metrics."""
-    from mapforge.nerf.trainer import make_config, train
+    from mapforge.nerf.config import FastNeRFConfig
+    from mapforge.nerf.trainer import train
 
     if (done := _finished("nerf", "metrics.json", config, out)) is not None:
         return done
     dataset = _posed_dataset(config, out)
-    settings = {"time_budget": config.minutes * 60} if config.minutes else {"steps": config.iterations}
+    train_config = FastNeRFConfig(minutes=config.minutes or None, iterations=config.iterations)
     extra = {"data": str(poses_dir(config, out).resolve()), "downscale": config.downscale}
-    return train(dataset, make_config("fast", settings), out / "nerf", resume=not config.overwrite, extra=extra).metrics
+    return train(dataset, train_config, out / "nerf", resume=not config.overwrite, extra=extra).metrics
 
 
 def stage_mvs(config: RunConfig, out: Path) -> dict:

@@ -228,9 +228,12 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path: Path, monkeypatch: p
 def test_run_nerf_method(scene: Path, tmp_path: Path) -> None:
     """`--method nerf` trains the fast NeRF on the SfM poses and writes the stage's files."""
     config = RunConfig(images=str(scene / "images"), output=str(tmp_path / "out"), method="nerf", minutes=0,
-                       iterations=20, intrinsics=str(scene / "sparse_gt" / "cameras.txt"), downscale=4)
+                       iterations=60, intrinsics=str(scene / "sparse_gt" / "cameras.txt"), downscale=4)
     results = run(config)
-    assert results["nerf"]["count"] >= 1 and results["nerf"]["psnr"] > 5
+    # On the two held-out 60x45 views the field scores 14.1 dB after one step; 60 steps of the fast NeRF on the
+    # SfM poses reach 15.5 dB (its 3000-step schedule is made for minutes, not seconds).
+    assert results["nerf"]["count"] == 2 and results["nerf"]["psnr"] > 15.0
+    assert results["nerf"]["iterations"] == 60
     for name in ("metrics.json", "history.json", "checkpoint.pt"):
         assert (tmp_path / "out" / "nerf" / name).is_file(), name
     assert "nerf: test PSNR" in summary_text(results)

@@ -14,6 +14,7 @@ import sys
 from mapforge import __version__
 from mapforge.cli.arguments import OneLineParser
 from mapforge.errors import MapforgeError
+from mapforge.interrupts import keyboard_interrupts
 
 COMMANDS = ["model", "calibrate", "sfm", "mvs", "splat", "nerf", "pointmap", "run", "view", "export"]
 
@@ -37,31 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with keyboard_interrupts():
+            result = args.func(args)
     except MapforgeError as exc:
         print(f"mapforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except BaseException as exc:
-        if not is_interrupt(exc):
-            raise
+    except KeyboardInterrupt:
         print(f"mapforge {args.command}: interrupted; finished outputs are kept and a re-run resumes", file=sys.stderr)
         return 130
     return int(result or 0)
-
-
-def is_interrupt(exc: BaseException) -> bool:
-    """Whether `exc` is a Ctrl-C: a KeyboardInterrupt, or an error it caused.
-
-    A Ctrl-C that lands while a numba kernel calls back into Python (to raise or unpickle) comes out of the
-    kernel as a SystemError chained to the KeyboardInterrupt.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def entry() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mapforge.cli.arguments import positive_float, positive_int
+from mapforge.cli.training import DEVICE_HELP, LPIPS_HELP, add_training_options
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -15,10 +16,15 @@ def _setting(text: str) -> tuple[str, str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mapforge.nerf.trainer import FastNeRFConfig, NeRFConfig
-
     parser = subparsers.add_parser("nerf", help="neural radiance fields: train on posed images, render, export")
     commands = parser.add_subparsers(dest="nerf_command", metavar="ACTION", required=True)
+    _add_train(commands)
+    _add_render(commands)
+    _add_export(commands)
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    from mapforge.nerf.config import FastNeRFConfig, OriginalNeRFConfig
 
     train = commands.add_parser(
         "train",
@@ -27,30 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "project as `mapforge sfm` writes it, LLFF, ...). OUT receives checkpoint.pt, config.json, history.json, "
         "training_curve.svg, metrics.json (test PSNR/SSIM) and renders/test/*.png.",
     )
-    train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
-    train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
+    add_training_options(train, f"optimisation steps (default {FastNeRFConfig.iterations} fast, "
+                         f"{OriginalNeRFConfig.iterations} nerf)")
     train.add_argument("--model", choices=("fast", "nerf"), default="fast",
                        help="fast: hash grid + occupancy grid (instant-ngp style, minutes on a CPU); nerf: the "
                        "original NeRF (hours). Default fast")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=positive_int,
-                        help=f"optimisation steps (default {FastNeRFConfig.steps} fast, {NeRFConfig.steps} nerf)")
-    length.add_argument("--minutes", type=positive_float,
-                        help="wall-clock training budget: the learning-rate schedule is laid over it and training "
-                        "stops when it is spent")
-    train.add_argument("--downscale", type=positive_int, default=1, help="shrink images by this factor (default 1)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
     train.add_argument("--eval-views", type=positive_int, help="evaluate only this many test views (default all)")
     train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], type=_setting,
-                       help="override any field of the model's config (see mapforge.nerf.trainer.FastNeRFConfig / "
-                       "NeRFConfig), e.g. --set grid_resolution=64; repeatable")
-    train.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                       help="also measure LPIPS on the test views: one combined weights file, or the AlexNet and "
-                       "the lpips linear weights files (mapforge downloads nothing)")
-    train.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+                       help="override any field of the model's config (see mapforge.nerf.config.FastNeRFConfig / "
+                       "OriginalNeRFConfig), e.g. --set grid_resolution=64; repeatable")
     train.set_defaults(func=_train)
 
+
+def _add_render(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
         "render",
         help="render the views of a data set split, or a camera path, with a trained NeRF",
@@ -66,11 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--frames", type=positive_int, default=120, help="frames of the camera path (default 120)")
     render.add_argument("--fps", type=positive_int, default=30, help="frames per second of a video (default 30)")
     render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
-    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                        help="also measure LPIPS: one combined weights file, or the AlexNet and linear weights files")
-    render.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(), help=LPIPS_HELP)
+    render.add_argument("--device", default="auto", help=DEVICE_HELP)
     render.set_defaults(func=_render)
 
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export",
         help="export a mesh and/or a point cloud from a trained NeRF",
@@ -87,19 +83,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--data", metavar="DATA", help="data set for --points (default: the one trained on)")
     export.add_argument("--stride", type=positive_int, default=4,
                         help="--points: use every STRIDE-th pixel of each training view (default 4)")
-    export.add_argument("--device", default="auto", help="torch device (default: cuda if available, else cpu)")
+    export.add_argument("--device", default="auto", help=DEVICE_HELP)
     export.set_defaults(func=_export)
 
 
-def _quality(metrics: dict) -> str:
-    if not metrics.get("count"):
-        return f"no {metrics.get('split', 'test')} views"
-    lpips = f", LPIPS {metrics['lpips']:.4f}" if metrics.get("lpips") is not None else ""
-    return f"{metrics['count']} {metrics['split']} views, PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}{lpips}"
-
-
 def _train(args: argparse.Namespace) -> int:
-    from mapforge.nerf.trainer import make_config, train_path
+    from mapforge.nerf.config import make_config
+    from mapforge.nerf.trainer import train_path
 
     options: dict[str, object] = dict(args.set)
     options.update({"device": args.device, "seed": args.seed})
@@ -108,26 +98,26 @@ def _train(args: argparse.Namespace) -> int:
     if args.eval_views:
         options["eval_views"] = args.eval_views
     if args.iterations:
-        options["steps"] = args.iterations
+        options["iterations"] = args.iterations
     if args.minutes:
-        options["time_budget"] = args.minutes * 60.0
-        options["steps"] = 10**9  # the budget ends training
-    result = train_path(args.data, args.output, make_config(args.model, options), args.downscale, args.resume)
-    print(f"trained the {args.model} NeRF for {result.step} iterations ({result.seconds / 60:.1f} min); "
-          f"{_quality(result.metrics)}; wrote {args.output}")
+        options["minutes"] = args.minutes
+    config = make_config(args.model, options)
+    result = train_path(args.data, config, args.output, downscale=args.downscale, resume=args.resume)
+    print(f"{result.summary(f'the {args.model} NeRF')}; wrote {args.output}")
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
     from mapforge.errors import InputError
     from mapforge.nerf.render import render_model, render_run_path
+    from mapforge.training.evaluation import quality_text
 
     if args.output is None and args.path is None:
         raise InputError("give -o DIR for the split's views and/or --path FILE for a camera path")
     if args.output is not None:
         metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.device,
                                args.lpips_weights)
-        print(f"rendered to {args.output}: {_quality(metrics)}")
+        print(f"rendered to {args.output}: {quality_text(metrics)}")
     if args.path is not None:
         render_run_path(args.model, args.path, args.data, args.frames, args.fps, args.downscale, args.device)
         print(f"rendered a {args.frames}-frame camera path to {args.path}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from mapforge.cli.arguments import positive_float, positive_int
+from mapforge.cli.arguments import non_negative_int, positive_int
+from mapforge.cli.training import DEVICE_HELP, LPIPS_HELP, add_training_options
+from mapforge.splat.config import SplatConfig
 from mapforge.splat.densify import DensifyConfig
 from mapforge.splat.rasterize.api import BACKENDS
-from mapforge.splat.trainer import TrainConfig
 
 
 def _color(text: str) -> tuple[float, float, float]:
@@ -26,7 +27,11 @@ def _color(text: str) -> tuple[float, float, float]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("splat", help="3D Gaussian splatting: train on posed images, render views")
     commands = parser.add_subparsers(dest="splat_command", metavar="ACTION", required=True)
+    _add_train(commands)
+    _add_render(commands)
 
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
         help="train Gaussians on a posed data set",
@@ -34,22 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "COLMAP project as `mapforge sfm` writes it, LLFF, ...). OUT receives point_cloud.ply (3DGS layout), "
         "scene.splat, config.json, metrics.json, training_curve.svg, renders of the test views and a checkpoint.",
     )
-    train.add_argument("data", metavar="DATA", help="data set folder (or transforms.json)")
-    train.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=positive_int, help=f"optimisation steps (default {TrainConfig.iterations})")
-    length.add_argument("--minutes", type=positive_float,
-                        help="wall-clock training budget: the schedule is laid over it and training stops when spent")
-    train.add_argument("--downscale", type=positive_int, default=1, help="shrink images by this factor (default 1)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT if there is one")
+    add_training_options(train, f"optimisation steps (default {SplatConfig.iterations})")
     train.add_argument("--init", metavar="PATH",
                        help="start from a 3DGS .ply or .splat, a point-cloud .ply or a COLMAP model folder "
                        "(default: the data's sparse points, else random Gaussians in the scene's box)")
-    train.add_argument("--sh-degree", type=int, choices=range(4), default=TrainConfig.sh_degree,
-                       help=f"highest spherical-harmonic degree (default {TrainConfig.sh_degree})")
-    train.add_argument("--random-points", type=positive_int, default=TrainConfig.init_random_points,
-                       help=f"Gaussians for random initialisation (default {TrainConfig.init_random_points})")
-    train.add_argument("--max-gaussians", type=int, default=0, help="cap on the number of Gaussians (default: none)")
+    train.add_argument("--sh-degree", type=int, choices=range(4), default=SplatConfig.sh_degree,
+                       help=f"highest spherical-harmonic degree (default {SplatConfig.sh_degree})")
+    train.add_argument("--random-points", type=positive_int, default=SplatConfig.init_random_points,
+                       help=f"Gaussians for random initialisation (default {SplatConfig.init_random_points})")
+    train.add_argument("--max-gaussians", type=non_negative_int, default=0,
+                       help="cap on the number of Gaussians (default 0: none)")
     train.add_argument("--optimize-poses", action="store_true",
                        help="optimise the training views' poses with the Gaussians and align the held-out views' "
                        "poses before evaluation (for poses from `mapforge pointmap`); refined poses go to OUT/sparse/0")
@@ -58,13 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "initial points such as a pointmap's")
     train.add_argument("--background", type=_color, help="white, black or R,G,B (default: the data's, else black)")
     train.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
-    train.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                       help="also measure LPIPS on the test views: one combined weights file, or the AlexNet and "
-                       "the lpips linear weights files (mapforge downloads nothing)")
     train.set_defaults(func=_train)
 
+
+def _add_render(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
         "render",
         help="render the views of a data set split with trained Gaussians",
@@ -79,29 +75,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--downscale", type=positive_int, help="shrink images by this factor (default: as trained)")
     render.add_argument("--background", type=_color, help="white, black or R,G,B (default: as trained)")
     render.add_argument("--backend", choices=BACKENDS, default="auto", help="rasterizer backend (default auto)")
-    render.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(),
-                        help="also measure LPIPS: one combined weights file, or the AlexNet and linear weights files")
+    render.add_argument("--device", default="auto", help=DEVICE_HELP)
+    render.add_argument("--lpips-weights", nargs="+", metavar="FILE", default=(), help=LPIPS_HELP)
     render.set_defaults(func=_render)
-
-
-def _quality(metrics: dict) -> str:
-    if not metrics["count"]:
-        return f"no {metrics['split']} views"
-    psnr = "inf" if metrics["psnr"] is None else f"{metrics['psnr']:.2f} dB"
-    lpips = f", LPIPS {metrics['lpips']:.4f}" if metrics.get("lpips") is not None else ""
-    return f"{metrics['count']} {metrics['split']} views, PSNR {psnr}, SSIM {metrics['ssim']:.4f}{lpips}"
 
 
 def _train(args: argparse.Namespace) -> int:
     from mapforge.splat.trainer import train_path
 
-    config = TrainConfig(
-        iterations=args.iterations or TrainConfig.iterations,
+    config = SplatConfig(
+        iterations=args.iterations or SplatConfig.iterations,
         minutes=args.minutes,
         sh_degree=args.sh_degree,
         init_random_points=args.random_points,
-        densify=DensifyConfig(max_gaussians=max(args.max_gaussians, 0)),
+        densify=DensifyConfig(max_gaussians=args.max_gaussians),
         density_control=not args.no_densify,
         optimize_poses=args.optimize_poses,
         background=args.background,
@@ -109,17 +96,18 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         lpips_weights=tuple(args.lpips_weights),
+        init=args.init or "",
     )
-    metrics = train_path(args.data, args.output, config, args.downscale, args.resume, args.init)
-    print(f"trained {metrics['num_gaussians']} Gaussians in {metrics['iterations']} iterations "
-          f"({metrics['train_seconds'] / 60:.1f} min); {_quality(metrics)}; wrote {args.output}")
+    result = train_path(args.data, config, args.output, downscale=args.downscale, resume=args.resume)
+    print(f"{result.summary(str(result.metrics['num_gaussians']) + ' Gaussians')}; wrote {args.output}")
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
     from mapforge.splat.evaluate import render_model
+    from mapforge.training.evaluation import quality_text
 
     metrics = render_model(args.model, args.data, args.output, args.split, args.downscale, args.background,
                            args.backend, args.device, args.lpips_weights)
-    print(f"rendered to {args.output}: {_quality(metrics)}")
+    print(f"rendered to {args.output}: {quality_text(metrics)}")
     return 0

@@ -16,9 +16,10 @@ by the LPIPS scaling layer, passed through AlexNet's conv layers; the ReLU outpu
 normalised to unit length along channels, their squared differences weighted per channel by the linear layers,
 averaged over space and summed over the five layers.
 
-Not verified here: no reference weights or `lpips` package were available on the machine this was written on,
-so parity with the reference implementation's numbers (expected to agree to float precision given the same
-weights) was not checked; only the plumbing (layer shapes, key names, loading, metric properties) is tested.
+Tested against a distance computed by hand (`tests/metrics/test_lpips.py`: a network whose convolutions use only
+their centre taps, on single-colour images, written out layer by layer with the published scaling constants),
+besides the plumbing (layer shapes, key names, loading, metric properties). Not checked: parity with the `lpips`
+package's numbers on its released weights, which were not available on the machine this was written on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from mapforge.errors import InputError, MapforgeError
 from mapforge.io.atomic import atomic_path
+from mapforge.io.torch_files import first_line, load_torch_file
 
 # AlexNet conv layers as (index in torchvision's `features`, in, out, kernel, stride, padding).
 _ALEXNET_CONVS = (
@@ -78,15 +80,15 @@ def _alexnet_features() -> nn.Sequential:
 
 def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"LPIPS weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix != ".safetensors":
+        state = load_torch_file(path, "LPIPS weights file")
+    elif not path.is_file():
+        raise InputError(f"LPIPS weights file {path} not found")
+    else:
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to parse is the user's file being wrong
-        raise InputError(f"cannot read LPIPS weights {path}: {exc}") from exc
+        except Exception as exc:  # any failure to parse is the user's file being wrong
+            raise InputError(f"cannot read the LPIPS weights file {path}: {first_line(exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

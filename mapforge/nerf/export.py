@@ -3,7 +3,6 @@ from the expected depth of rendered views."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,11 @@ from tqdm import tqdm
 from mapforge.errors import InputError, ReconstructionError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.nerf.rays import ndc_to_frame
-from mapforge.nerf.trainer import SceneSetup, load_checkpoint, model_rays, render_image
+from mapforge.nerf.evaluate import render_image
+from mapforge.nerf.setup import SceneSetup, model_rays
+from mapforge.nerf.trainer import load_checkpoint
 from mapforge.scene import Camera
+from mapforge.training.checkpoint import find_checkpoint, read_run_config
 
 # instant-ngp's marching-cubes density threshold (2.5), stated for its unit cube: densities scale inversely with
 # length, so in a box of side s the same surface lies at 2.5 / s.
@@ -144,10 +146,7 @@ def export_model(
 
     if mesh_path is None and points_path is None:
         raise InputError("nothing to export: give a mesh file and/or a point-cloud file")
-    run_dir = Path(run_dir)
-    checkpoint = run_dir / "checkpoint.pt" if run_dir.is_dir() else run_dir
-    if not checkpoint.is_file():
-        raise InputError(f"{run_dir}: no checkpoint.pt (give a `mapforge nerf train` output folder)")
+    checkpoint = find_checkpoint(run_dir, "mapforge nerf train")
     model, _, setup, _ = load_checkpoint(checkpoint, device)
     model.eval()
     summary: dict = {}
@@ -159,7 +158,7 @@ def export_model(
     if points_path is not None:
         from mapforge.datasets import load_dataset
 
-        trained = _run_config(checkpoint.parent)
+        trained = read_run_config(checkpoint.parent)
         data = data if data is not None else trained.get("data")
         if data is None:
             raise InputError(f"{run_dir}: no data set recorded in config.json; give the data set for the point cloud")
@@ -173,13 +172,3 @@ def export_model(
         summary["points"] = {"path": str(points_path), "count": len(xyz)}
     return summary
 
-
-def _run_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: malformed JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,25 +14,18 @@ from mapforge.errors import InputError
 from mapforge.geometry.transforms import Rigid3
 from mapforge.io.atomic import atomic_path, write_json
 from mapforge.metrics.lpips import load_lpips
-from mapforge.nerf.trainer import SceneSetup, evaluate, load_checkpoint, render_image
+from mapforge.nerf.evaluate import evaluate, render_image
+from mapforge.nerf.setup import SceneSetup
+from mapforge.nerf.trainer import load_checkpoint
 from mapforge.scene import Camera
+from mapforge.training.checkpoint import find_checkpoint, read_run_config
 
 VIDEO_FORMATS = (".mp4", ".gif")
 
 
 def _checkpoint_and_config(run_dir: str | Path) -> tuple[Path, dict]:
-    run_dir = Path(run_dir)
-    checkpoint = run_dir / "checkpoint.pt" if run_dir.is_dir() else run_dir
-    if not checkpoint.is_file():
-        raise InputError(f"{run_dir}: no checkpoint.pt (give a `mapforge nerf train` output folder)")
-    config_path = checkpoint.parent / "config.json"
-    trained: dict = {}
-    if config_path.is_file():
-        try:
-            trained = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{config_path}: malformed JSON ({exc})") from exc
-    return checkpoint, trained if isinstance(trained, dict) else {}
+    checkpoint = find_checkpoint(run_dir, "mapforge nerf train")
+    return checkpoint, read_run_config(checkpoint.parent)
 
 
 def render_model(
@@ -47,9 +39,9 @@ def render_model(
 ) -> dict:
     """Render every view of `split` of the data set `data` (default: the one recorded in the run's `config.json`)
     with the model trained in `run_dir` into `out_dir`: one PNG per view named like the view's image (see
-    `render_names`), at the trained resolution (`downscale` defaults to the training one), and `metrics.json`
-    (PSNR/SSIM against the images, and LPIPS with `lpips_weights`: one combined file, or the AlexNet and the
-    linear weights files, see `mapforge.metrics.lpips`). Returns the metrics."""
+    `mapforge.training.evaluation.render_names`), at the trained resolution (`downscale` defaults to the training
+    one), and `metrics.json` (PSNR/SSIM against the images, and LPIPS with `lpips_weights`: one combined file, or
+    the AlexNet and the linear weights files, see `mapforge.metrics.lpips`). Returns the metrics."""
     from mapforge.datasets import load_dataset
 
     checkpoint, trained = _checkpoint_and_config(run_dir)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import json
 import math
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from mapforge.errors import InputError
+from mapforge.io.torch_files import load_torch_file
 from mapforge.pointmap.models import PointmapConfig, PointmapNet
 
 CONSTRUCTORS = ("AsymmetricCroCo3DStereo", "AsymmetricMASt3R")
@@ -213,14 +212,6 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         raise InputError(f"checkpoint does not match the {model.config.head_type} model: {'; '.join(problems)}")
 
 
-def _namespace_allowed() -> contextlib.AbstractContextManager:
-    """Let `weights_only` unpickling accept the `argparse.Namespace` of released checkpoints."""
-    if hasattr(torch.serialization, "safe_globals"):
-        return torch.serialization.safe_globals([argparse.Namespace])
-    torch.serialization.add_safe_globals([argparse.Namespace])  # torch 2.4 has only the global allow-list
-    return contextlib.nullcontext()
-
-
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], PointmapConfig | None]:
     """State dict and, when the file says, its architecture."""
     if path.suffix == ".safetensors":
@@ -243,11 +234,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], PointmapConfig | None]:
                 else "AsymmetricCroCo3DStereo"
             config = config_from_constructor(name, kwargs)
         return state_dict, config
-    try:
-        with _namespace_allowed():
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read the checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    # Released checkpoints keep their training arguments in an argparse.Namespace.
+    data = load_torch_file(path, "checkpoint", allowed=[argparse.Namespace])
     if not isinstance(data, dict):
         raise InputError(f"{path} holds a {type(data).__name__}, not a checkpoint or state dict")
     if "model" in data and isinstance(data["model"], dict):

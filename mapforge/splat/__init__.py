@@ -1,9 +1,11 @@
-"""3D Gaussian splatting: model (`Gaussians`), training (`Trainer`, `train`), evaluation and rendering.
+"""3D Gaussian splatting: model (`Gaussians`), training (`SplatTrainer`, `train`), evaluation and rendering.
 
 Pieces: the differentiable rasterizer (`rasterize`), spherical harmonics (`sh`), the trainable model
-(`gaussians`), adaptive density control (`densify`), the trainer and its schedule (`trainer`), and held-out view
-rendering with PSNR / SSIM (`evaluate`). Models are read and written in the standard 3DGS `.ply` layout
-(`mapforge.io.gaussians`), so they open in other splat viewers and tools, and theirs open here.
+(`gaussians`), adaptive density control (`densify`), pose refinement (`poses`), the views as the rasterizer sees
+them (`views`), the config (`config`), the trainer and its schedule over the shared training loop of
+`mapforge.training` (`trainer`), and held-out view rendering with PSNR / SSIM (`evaluate`). Models are read and
+written in the standard 3DGS `.ply` layout (`mapforge.io.gaussians`), so they open in other splat viewers and
+tools, and theirs open here.
 
 The names below are imported on first use, so that importing one submodule (e.g. the rasterizer) does not load
 the others.
@@ -18,8 +20,8 @@ _EXPORTS = {
     "DensityController": "densify",
     "Gaussians": "gaussians",
     "load_initial": "gaussians",
-    "TrainConfig": "trainer",
-    "Trainer": "trainer",
+    "SplatConfig": "config",
+    "SplatTrainer": "trainer",
     "train": "trainer",
     "train_path": "trainer",
     "render_model": "evaluate",

@@ -3,21 +3,25 @@
 Poses from pointmap alignment (DUSt3R / MASt3R) are good but not exact. `PoseCorrection` holds one learnable
 rigid correction per view, applied on the camera side: `corrected = delta * cam_from_world`, where `delta` is an
 axis-angle rotation and a translation in the camera frame, both zero at the start (identity). The trainer
-optimises these with the Gaussians (`TrainConfig.optimize_poses`); `align_poses` optimises them for views the
+optimises these with the Gaussians (`SplatConfig.optimize_poses`); `align_poses` optimises them for views the
 Gaussians were not trained on, with the Gaussians frozen (InstantSplat's test-time pose alignment).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from mapforge.geometry.rotations import axis_angle_to_matrix
+from mapforge.datasets.base import Dataset
+from mapforge.geometry.rotations import axis_angle_to_matrix, rotation_angle_deg
 from mapforge.geometry.transforms import Rigid3
+from mapforge.io.colmap import write_model
 from mapforge.metrics.image import ssim
-from mapforge.scene import Camera
+from mapforge.scene import Camera, Image, Point3D, Reconstruction
 from mapforge.splat.gaussians import Gaussians
 
 
@@ -106,3 +110,42 @@ def align_poses(
             optimizer.zero_grad(set_to_none=True)
         refined.append(correction.corrected_rigid(0, cam_from_world))
     return refined
+
+
+def write_refined_model(dataset: Dataset, poses: list[Rigid3], folder: str | Path) -> Path:
+    """Write `folder` (COLMAP binary) with `poses` (one per image of `dataset`).
+
+    When the data's sparse model holds every image (a COLMAP or pointmap folder), its cameras, image ids,
+    keypoints and points are kept with the new poses (points are not re-triangulated); otherwise the model
+    has the data's cameras as loaded, and its points, if any, without tracks."""
+    source = dataset.points
+    names = {image.name for image in source.images.values()} if source is not None else set()
+    if source is not None and set(dataset.image_names) <= names:
+        by_name = dict(zip(dataset.image_names, poses))
+        images = {
+            image_id: Image(image.name, image.camera_id, by_name.get(image.name, image.cam_from_world),
+                            image.keypoints, image.point3D_ids)
+            for image_id, image in source.images.items()
+        }
+        rec = Reconstruction(dict(source.cameras), images, dict(source.points3D))
+    else:
+        rec = dataclasses.replace(dataset, cam_from_world=poses).to_reconstruction()
+        if source is not None:
+            rec.points3D = {pid: Point3D(p.xyz, p.rgb, p.error) for pid, p in source.points3D.items()}
+    return write_model(rec, folder, "bin")
+
+
+def pose_changes(before: list[Rigid3], after: list[Rigid3], trained: set[int]) -> dict:
+    """How far refinement moved the poses: mean and max rotation (degrees) and camera centre shift, for the
+    views `trained` and the others."""
+    result: dict = {}
+    for label, chosen in (("train", sorted(trained)), ("other", [i for i in range(len(before)) if i not in trained])):
+        if not chosen:
+            continue
+        angles = np.array([float(rotation_angle_deg(after[i].rotation @ before[i].rotation.T)) for i in chosen])
+        shifts = np.array([np.linalg.norm(after[i].inverse().translation - before[i].inverse().translation)
+                           for i in chosen])
+        result[label] = {"views": len(chosen), "mean_rotation_deg": float(angles.mean()),
+                         "max_rotation_deg": float(angles.max()), "mean_center_shift": float(shifts.mean()),
+                         "max_center_shift": float(shifts.max())}
+    return result

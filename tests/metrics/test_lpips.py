@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mapforge.errors import InputError, MapforgeError
-from mapforge.metrics.lpips import LPIPS, MIN_SIDE
+from mapforge.metrics.lpips import LPIPS, MIN_SIDE, load_lpips
+from tests.conftest import HOSTILE_KINDS, plant_hostile_file
 
 ALEXNET_SHAPES = {
     "features.0.weight": (64, 3, 11, 11),
@@ -107,3 +108,74 @@ def test_bad_weights_and_inputs(weight_files, tmp_path):
         model(torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40))
     with pytest.raises(InputError, match="floating-point"):
         model(torch.zeros(1, 3, 40, 40, dtype=torch.uint8), torch.zeros(1, 3, 40, 40, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_planted_weights_are_refused_without_running_code(kind, weight_files, tmp_path):
+    planted = tmp_path / "planted.pth"
+    marker = plant_hostile_file(planted, kind)
+    for paths in ([planted], [weight_files[0], planted], [planted, weight_files[1]]):
+        with pytest.raises(InputError) as info:
+            load_lpips(paths)
+        assert "\n" not in str(info.value) and str(planted) in str(info.value)
+    assert not marker.exists()
+
+
+def _relu(v: np.ndarray) -> np.ndarray:
+    return np.maximum(v, 0.0)
+
+
+# A tiny LPIPS network by hand: every convolution has weights only on its centre tap and only between the first
+# few channels, so on a single-colour image each layer's features are one small vector per layer, the same at
+# every pixel (centre taps never reach the zero padding; max pooling keeps a constant map constant).
+HAND_CONVS = {  # features index: (centre tap, {(out, in): weight}, {out: bias})
+    0: (5, {(0, 0): 1.0, (1, 1): 1.0, (2, 2): 1.0}, {}),
+    3: (2, {(0, 0): 1.0, (0, 1): 1.0, (1, 2): 2.0}, {2: 0.5}),
+    6: (1, {(0, 0): 1.0, (1, 1): -1.0, (2, 2): 1.0}, {1: 4.0}),
+    8: (1, {(0, 0): 3.0, (1, 1): 1.0, (1, 2): 1.0}, {}),
+    10: (1, {(0, 0): 1.0, (1, 1): 1.0, (2, 0): 0.25, (2, 1): -1.0}, {}),
+}
+HAND_LINS = ([1.0, 2.0, 3.0], [0.5, 1.0, 0.25], [2.0, 1.0, 0.5], [1.0, 1.0], [1.0, 0.5, 2.0])
+
+
+def hand_features(rgb: tuple[float, float, float]) -> list[np.ndarray]:
+    """The five layers' feature vectors of an image of colour `rgb`, written out from the definitions above and
+    the published LPIPS input scaling (shift -0.030, -0.088, -0.188 and scale 0.458, 0.448, 0.450 on [-1, 1])."""
+    v = _relu((2 * np.asarray(rgb) - 1 - np.array([-0.030, -0.088, -0.188])) / np.array([0.458, 0.448, 0.450]))
+    f1 = v
+    f2 = _relu(np.array([f1[0] + f1[1], 2 * f1[2], 0.5]))
+    f3 = _relu(np.array([f2[0], 4.0 - f2[1], f2[2]]))
+    f4 = _relu(np.array([3 * f3[0], f3[1] + f3[2]]))
+    f5 = _relu(np.array([f4[0], f4[1], 0.25 * f4[0] - f4[1]]))
+    return [f1, f2, f3, f4, f5]
+
+
+def hand_lpips(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """Sum over layers of the lin-weighted squared difference of the unit-normalised feature vectors."""
+    total = 0.0
+    for fa, fb, weights in zip(hand_features(a), hand_features(b), HAND_LINS):
+        total += float(np.sum(np.asarray(weights) * (fa / np.linalg.norm(fa) - fb / np.linalg.norm(fb)) ** 2))
+    return total
+
+
+def hand_weights() -> dict[str, torch.Tensor]:
+    state = {key: torch.zeros(shape) for key, shape in {**ALEXNET_SHAPES, **LIN_SHAPES}.items()}
+    for index, (tap, weights, biases) in HAND_CONVS.items():
+        for (out, inp), value in weights.items():
+            state[f"features.{index}.weight"][out, inp, tap, tap] = value
+        for out, value in biases.items():
+            state[f"features.{index}.bias"][out] = value
+    for k, weights in enumerate(HAND_LINS):
+        state[f"lin{k}.model.1.weight"][0, : len(weights), 0, 0] = torch.tensor(weights)
+    return state
+
+
+@pytest.mark.parametrize("a, b", [((0.9, 0.7, 0.6), (0.6, 0.8, 0.95)), ((0.55, 0.9, 0.7), (0.8, 0.6, 0.9))])
+def test_lpips_matches_a_hand_computed_network(a, b):
+    model = LPIPS()
+    model.load_weights(hand_weights())
+    expected = hand_lpips(a, b)
+    assert expected > 0.05  # the pair is far apart in every layer, not a trivial zero
+    x = torch.tensor(a, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 40, 36)
+    y = torch.tensor(b, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 40, 36)
+    assert float(model(x, y)[0]) == pytest.approx(expected, rel=1e-5)

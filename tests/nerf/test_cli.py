@@ -16,7 +16,7 @@ from mapforge.nerf.export import density_grid
 from mapforge.nerf.trainer import load_checkpoint
 
 TINY = ["num_levels=4", "log2_hashmap_size=12", "finest_resolution=64", "grid_resolution=16", "render_steps=64",
-        "batch_rays=256", "target_samples=4096", "checkpoint_every=0", "log_every=2"]
+        "batch_rays=256", "target_samples=4096", "checkpoint_minutes=0", "log_interval=2"]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from mapforge.errors import ReconstructionError
 from mapforge.nerf.export import extract_mesh, to_world
 from mapforge.nerf.rays import ndc_rays, ndc_to_frame
 from mapforge.nerf.render import orbit_path, render_path
-from mapforge.nerf.trainer import SceneSetup
+from mapforge.nerf.setup import SceneSetup
 from mapforge.scene import Camera
 from tests.nerf.scenes import look_at
 

@@ -10,27 +10,22 @@ from mapforge.errors import InputError
 from mapforge.metrics.image import psnr
 from mapforge.nerf.fields import NeRFField
 from mapforge.nerf.models import NeRFModel
-from mapforge.nerf.trainer import (
-    FastNeRFConfig,
-    NeRFConfig,
-    SceneSetup,
-    _training_rays,
-    load_checkpoint,
-    render_image,
-    train,
-)
+from mapforge.nerf.config import FastNeRFConfig, OriginalNeRFConfig
+from mapforge.nerf.evaluate import render_image
+from mapforge.nerf.setup import SceneSetup, training_rays
+from mapforge.nerf.trainer import load_checkpoint, train
 from tests.nerf.scenes import sphere_dataset
 
 FAST = dict(
     batch_rays=1024, target_samples=1 << 14, num_levels=8, log2_hashmap_size=14, finest_resolution=128,
     grid_resolution=32, render_steps=128, grid_warmup_steps=32, grid_update_every=8, grid_update_fraction=0.25,
-    lr_final=1e-3, warmup_steps=0, checkpoint_every=100,
+    lr_final=1e-3, warmup_steps=0,
 )
 
 
 def test_fast_model_fits_sphere_and_resumes(tmp_path):
     dataset = sphere_dataset(3, 24)
-    result = train(dataset, FastNeRFConfig(steps=150, **FAST), tmp_path, progress=False)
+    result = train(dataset, FastNeRFConfig(iterations=150, **FAST), tmp_path)
     assert result.metrics["psnr"] > 27.0, result.metrics
     assert result.step == 150
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -40,17 +35,17 @@ def test_fast_model_fits_sphere_and_resumes(tmp_path):
     model, config, setup, state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert isinstance(config, FastNeRFConfig) and state["step"] == 150
     view = render_image(model, setup, dataset.cameras[0], dataset.cam_from_world[0])
-    again = render_image(result.model, result.setup, dataset.cameras[0], dataset.cam_from_world[0])
+    again = render_image(result.trainer.model, result.trainer.setup, dataset.cameras[0], dataset.cam_from_world[0])
     np.testing.assert_allclose(view["rgb"], again["rgb"], atol=1e-6)
     assert view["depth"].shape == (24, 24)
     # the sphere is opaque, the corners see only background
     assert view["opacity"][12, 12] > 0.9 and view["opacity"][0, 0] < 0.05
     assert psnr(view["rgb"], dataset.load_image(0)) > 27.0
 
-    resumed = train(dataset, FastNeRFConfig(steps=160, **FAST), tmp_path, resume=True, progress=False)
+    resumed = train(dataset, FastNeRFConfig(iterations=160, **FAST), tmp_path, resume=True)
     assert resumed.step == 160
     with pytest.raises(InputError):
-        train(dataset, NeRFConfig(steps=1), tmp_path, resume=True, progress=False)
+        train(dataset, OriginalNeRFConfig(iterations=1), tmp_path, resume=True)
 
 
 def test_nerf_hierarchical_sampling_and_loss():
@@ -72,9 +67,9 @@ def test_original_nerf_fits_a_tiny_scene(tmp_path):
     # The paper's architecture (8 layers with the skip, L = 10 / 4, 64-wide here) and hierarchical sampling on two
     # 16x16 views of the sphere; the untrained network scores about 8 dB on them.
     dataset = sphere_dataset(2, 16)
-    config = NeRFConfig(steps=200, batch_rays=256, num_coarse=16, num_fine=16, width=64, lr=5e-3, lr_final=5e-4,
-                        precrop_steps=50, checkpoint_every=0)
-    result = train(dataset, config, tmp_path, progress=False)
+    config = OriginalNeRFConfig(iterations=200, batch_rays=256, num_coarse=16, num_fine=16, width=64, lr=5e-3,
+                                lr_final=5e-4, precrop_steps=50, checkpoint_minutes=0)
+    result = train(dataset, config, tmp_path)
     assert result.step == 200
     assert result.metrics["psnr"] > 29.0, result.metrics
     assert (tmp_path / "checkpoint.pt").is_file()
@@ -93,11 +88,11 @@ def test_nerf_density_is_alive_at_initialisation():
 
 def test_precrop_indices_are_the_central_pixels():
     dataset = sphere_dataset(1, 16)
-    rays, crop = _training_rays(dataset, SceneSetup(aabb=np.array([[-1.0] * 3, [1.0] * 3])), 1.0, 0.5)
+    rays, crop = training_rays(dataset, SceneSetup(aabb=np.array([[-1.0] * 3, [1.0] * 3])), 1.0, 0.5)
     assert rays["rgb"].shape == (256, 3)
     rows, cols = crop // 16, crop % 16
     assert len(crop) == 64 and rows.min() == cols.min() == 4 and rows.max() == cols.max() == 11
-    assert len(_training_rays(dataset, SceneSetup(aabb=np.array([[-1.0] * 3, [1.0] * 3])), 1.0)[1]) == 0
+    assert len(training_rays(dataset, SceneSetup(aabb=np.array([[-1.0] * 3, [1.0] * 3])), 1.0)[1]) == 0
 
 
 def test_fast_model_renders_background_where_the_grid_is_empty():

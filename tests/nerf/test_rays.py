@@ -51,7 +51,8 @@ def test_ndc_rays_map_points_into_the_cube():
 
 def test_forward_facing_dataset_uses_ndc_rays():
     from mapforge.datasets.base import Dataset
-    from mapforge.nerf.trainer import FastNeRFConfig, make_setup, model_rays
+    from mapforge.nerf.config import FastNeRFConfig
+    from mapforge.nerf.setup import make_setup, model_rays
 
     poses = [look_at(np.array([x, 0.0, 0.0]), np.array([x, 10.0, 0.0])) for x in (-0.2, 0.0, 0.3)]
     camera = Camera("PINHOLE", 40, 30, [35.0, 35.0, 20.0, 15.0])

@@ -7,13 +7,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mapforge import cli
 from mapforge.errors import InputError
+from mapforge.io.images import write_image
 from mapforge.pointmap import PointmapConfig, PointmapNet, load_checkpoint, parse_constructor
 from mapforge.pointmap.checkpoint import config_from_constructor, infer_config
-from tests.conftest import shared_dataset
+from tests.conftest import HOSTILE_KINDS, plant_hostile_file, shared_dataset
 
 FULL_SIZE = ["keys_dust3r_vitl_512_dpt.txt", "keys_dust3r_vitl_512_linear.txt", "keys_mast3r_vitl_512_catmlpdpt.txt"]
 TINY = dict(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=16, dec_depth=2, dec_num_heads=2,
@@ -150,3 +153,19 @@ def test_mismatching_checkpoints_name_the_keys(tmp_path: Path) -> None:
     torch.save({"enc_blocks.0.norm1.weight": torch.ones(3)}, tmp_path / "partial.pth")
     with pytest.raises(InputError, match="patch_embed.proj.weight"):
         load_checkpoint(tmp_path / "partial.pth")
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_planted_weights_are_refused_without_running_code(kind: str, tmp_path: Path, capsys) -> None:
+    weights = tmp_path / "weights.pth"
+    marker = plant_hostile_file(weights, kind)
+    with pytest.raises(InputError) as info:
+        load_checkpoint(weights)
+    assert "\n" not in str(info.value) and str(weights) in str(info.value)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(2):
+        write_image(images / f"{k}.png", np.full((32, 32, 3), 0.2 * k, np.float32))
+    assert cli.main(["pointmap", str(images), "--weights", str(weights), "-o", str(tmp_path / "out")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not marker.exists()

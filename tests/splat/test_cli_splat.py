@@ -60,3 +60,54 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys) -> None:
     assert cli.main(["splat", "render", str(tmp_path / "nothing"), "--data", str(tmp_path), "-o", str(tmp_path / "r")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(line.startswith("mapforge splat: error:") for line in errors)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training that fails the test if it ever starts: what must be checked first is checked before it."""
+    from mapforge.training.trainer import Trainer
+
+    def started(self, *args, **kwargs):
+        raise AssertionError("training started before the inputs were checked")
+
+    monkeypatch.setattr(Trainer, "run", started)
+
+
+@pytest.mark.parametrize("command", ["splat", "nerf"])
+@pytest.mark.parametrize("weights", ["missing", "random"])
+def test_bad_lpips_weights_fail_before_training(command, weights, data, tmp_path, capsys, no_training) -> None:
+    from tests.conftest import plant_hostile_file
+
+    path = tmp_path / "alex.pth"
+    if weights == "random":
+        plant_hostile_file(path, "random")
+    code = cli.main([command, "train", str(data), "-o", str(tmp_path / "out"), "--lpips-weights", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "LPIPS weights" in err, err
+
+
+def test_a_missing_init_file_fails_before_training(data, tmp_path, capsys, no_training) -> None:
+    code = cli.main(["splat", "train", str(data), "-o", str(tmp_path / "out"), "--init", str(tmp_path / "no.ply")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no.ply does not exist" in err, err
+
+
+def test_a_downscale_that_leaves_no_pixels_fails_before_any_work(data, tmp_path, capsys) -> None:
+    code = cli.main(["splat", "train", str(data), "-o", str(tmp_path / "out"), "--downscale", "1000"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "would be 0x0 pixels" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option", ["--seed", "--max-gaussians"])
+def test_negative_counts_are_refused_by_the_parser(option, data, tmp_path, capsys) -> None:
+    from mapforge.errors import InputError
+    from mapforge.splat.config import SplatConfig
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["splat", "train", str(data), "-o", str(tmp_path / "out"), option, "-1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].endswith(f"argument {option}: expected a non-negative integer, got '-1'")
+    with pytest.raises(InputError, match="seed must be a non-negative integer"):
+        SplatConfig(seed=-1)

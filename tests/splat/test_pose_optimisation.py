@@ -19,7 +19,8 @@ from mapforge.io.colmap import read_model
 from mapforge.scene import Camera, Point3D, Reconstruction
 from mapforge.splat.gaussians import PARAM_NAMES, Gaussians
 from mapforge.splat.poses import PoseCorrection
-from mapforge.splat.trainer import TrainConfig, Trainer
+from mapforge.splat.config import SplatConfig
+from mapforge.splat.trainer import SplatTrainer
 
 
 def _perturb(pose: Rigid3, rng: np.random.Generator, degrees: float, shift: float) -> Rigid3:
@@ -68,11 +69,11 @@ def pose_errors(estimated: list[Rigid3], truth: list[Rigid3], gauge: Sim3 | None
     return float(np.mean(angles)), float(np.mean(centers))
 
 
-def config(**overrides) -> TrainConfig:
+def config(**overrides) -> SplatConfig:
     values = {"iterations": 1200, "sh_degree": 0, "density_control": False, "resolution_schedule": ((0.0, 1),),
               "checkpoint_minutes": 1e9, "test_pose_iterations": 100}
     values.update(overrides)
-    return TrainConfig(**values)
+    return SplatConfig(**values)
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +110,18 @@ def test_joint_optimisation_recovers_perturbed_poses(scene, tmp_path) -> None:
     train_truth = [truth[i] for i in train]
     before = pose_errors([dataset.cam_from_world[i] for i in train], train_truth)
 
-    joint = Trainer(dataset, tmp_path / "joint", config(optimize_poses=True))
+    joint = SplatTrainer(dataset, config(optimize_poses=True), tmp_path / "joint")
     joint.run()
     gauge = align_centres(joint.train_poses(), train_truth, with_scale=False)
     after = pose_errors(joint.train_poses(), train_truth, gauge)
     assert after[0] < 0.5 * before[0] and after[1] < 0.5 * before[1], (before, after)
 
-    fixed = Trainer(dataset, tmp_path / "fixed", config())
+    fixed = SplatTrainer(dataset, config(), tmp_path / "fixed")
     fixed.run()
     joint_metrics = joint.finish()
     fixed_metrics = fixed.finish()
     # Training views, each rendered at the pose the run ends with, and held-out views (aligned first when joint).
-    assert joint.curve[-1][3] > fixed.curve[-1][3] + 3.0
+    assert joint.history.entries[-1]["psnr"] > fixed.history.entries[-1]["psnr"] + 3.0
     assert joint_metrics["psnr"] > fixed_metrics["psnr"] + 3.0
 
     refined = read_model(tmp_path / "joint" / "sparse" / "0")
@@ -137,12 +138,12 @@ def test_joint_optimisation_recovers_perturbed_poses(scene, tmp_path) -> None:
 def test_resume_restores_pose_corrections(scene, tmp_path) -> None:
     dataset, _ = scene
     cfg = config(iterations=30, optimize_poses=True)
-    straight = Trainer(dataset, tmp_path / "a", cfg)
+    straight = SplatTrainer(dataset, cfg, tmp_path / "a")
     straight.run()
 
-    first = Trainer(dataset, tmp_path / "b", cfg)
+    first = SplatTrainer(dataset, cfg, tmp_path / "b")
     first.run(max_steps=12)
-    resumed = Trainer(dataset, tmp_path / "b", cfg, resume=True)
+    resumed = SplatTrainer(dataset, cfg, tmp_path / "b", resume=True)
     torch.testing.assert_close(resumed.poses.rotations, first.poses.rotations)
     resumed.run()
     assert resumed.step == 30
@@ -152,7 +153,7 @@ def test_resume_restores_pose_corrections(scene, tmp_path) -> None:
         torch.testing.assert_close(resumed.gaussians.params[name], straight.gaussians.params[name], rtol=1e-4, atol=1e-5)
 
     with pytest.raises(InputError, match="pose optimisation"):
-        Trainer(dataset, tmp_path / "b", dataclasses.replace(cfg, optimize_poses=False), resume=True)
+        SplatTrainer(dataset, dataclasses.replace(cfg, optimize_poses=False), tmp_path / "b", resume=True)
 
 
 def test_cli_flags_reach_the_config(monkeypatch, tmp_path) -> None:
@@ -161,9 +162,15 @@ def test_cli_flags_reach_the_config(monkeypatch, tmp_path) -> None:
 
     seen = {}
 
-    def fake_train_path(data, out, config, downscale, resume, init):
+    class Result:
+        metrics = {"num_gaussians": 1}
+
+        def summary(self, what: str) -> str:
+            return f"trained {what}"
+
+    def fake_train_path(data, config, out, downscale, resume):
         seen["config"] = config
-        return {"num_gaussians": 1, "iterations": 1, "train_seconds": 0.0, "count": 0, "split": "test"}
+        return Result()
 
     monkeypatch.setattr(trainer, "train_path", fake_train_path)
     out = str(tmp_path / "out")

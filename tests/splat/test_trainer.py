@@ -13,7 +13,10 @@ from mapforge.datasets.base import Dataset, every_nth_split
 from mapforge.datasets.synthetic import look_at
 from mapforge.scene import Camera
 from mapforge.splat.gaussians import PARAM_NAMES, Gaussians
-from mapforge.splat.trainer import TrainConfig, Trainer, camera_focus_box, pinhole_views
+from mapforge.splat.config import SplatConfig
+from mapforge.splat.trainer import SplatTrainer
+from mapforge.splat.views import pinhole_views
+from mapforge.training.bounds import focus_box
 
 
 def tiny_scene(views: int = 8, width: int = 64, height: int = 48) -> Dataset:
@@ -44,18 +47,19 @@ def scene() -> Dataset:
     return tiny_scene()
 
 
-def small_config(**overrides) -> TrainConfig:
+def small_config(**overrides) -> SplatConfig:
     values = {"iterations": 300, "sh_degree": 1, "init_random_points": 500, "checkpoint_minutes": 1e9}
     values.update(overrides)
-    return TrainConfig(**values)
+    return SplatConfig(**values)
 
 
 def test_training_reaches_quality_and_writes_outputs(scene, tmp_path) -> None:
-    trainer = Trainer(scene, tmp_path, small_config())
+    trainer = SplatTrainer(scene, small_config(), tmp_path)
     trainer.run()
     metrics = trainer.finish()
     assert metrics["count"] == 2 and metrics["psnr"] > 25.0 and metrics["ssim"] > 0.85
-    assert trainer.curve[-1][0] == 300 and trainer.curve[-1][3] > trainer.curve[0][3] + 5
+    history = trainer.history.entries
+    assert history[-1]["iteration"] == 300 and history[-1]["psnr"] > history[0]["psnr"] + 5
     assert len(trainer.gaussians) != 500  # density control ran
     for name in ("point_cloud.ply", "scene.splat", "config.json", "metrics.json", "training_curve.svg",
                  "checkpoint.pt", "history.json", "renders/test/000.png", "renders/test/004.png"):
@@ -80,13 +84,13 @@ def test_training_reaches_quality_and_writes_outputs(scene, tmp_path) -> None:
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(scene, tmp_path) -> None:
     # Densification every 5 steps and an opacity reset every 10, so both happen on either side of the interruption.
     config = small_config(iterations=40, densify_min_interval=5, densify_per_reset=2, densify_stop=0.9)
-    straight = Trainer(scene, tmp_path / "a", config)
+    straight = SplatTrainer(scene, config, tmp_path / "a")
     straight.run()
 
-    first = Trainer(scene, tmp_path / "b", config)
+    first = SplatTrainer(scene, config, tmp_path / "b")
     first.run(max_steps=17)
     assert first.step == 17 and (tmp_path / "b" / "checkpoint.pt").is_file()
-    resumed = Trainer(scene, tmp_path / "b", config, resume=True)
+    resumed = SplatTrainer(scene, config, tmp_path / "b", resume=True)
     assert resumed.step == 17 and len(resumed.gaussians) == len(first.gaussians)
     resumed.run()
     assert resumed.step == 40
@@ -96,28 +100,32 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(scene, tmp_path) ->
 
 
 def test_ctrl_c_leaves_a_resumable_checkpoint(scene, tmp_path, monkeypatch) -> None:
-    trainer = Trainer(scene, tmp_path, small_config(iterations=20))
+    trainer = SplatTrainer(scene, small_config(iterations=20), tmp_path)
     step = trainer.train_step
 
-    def interrupted_after_seven():
+    def interrupted_after_seven(progress):
         if trainer.step == 7:
             raise KeyboardInterrupt
-        return step()
+        return step(progress)
 
     monkeypatch.setattr(trainer, "train_step", interrupted_after_seven)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
-    resumed = Trainer(scene, tmp_path, small_config(iterations=20), resume=True)
+    resumed = SplatTrainer(scene, small_config(iterations=20), tmp_path, resume=True)
     assert resumed.step == 7
     resumed.run()
     assert resumed.step == 20
 
 
-def test_minutes_budget_stops_training(scene, tmp_path) -> None:
-    trainer = Trainer(scene, tmp_path, small_config(minutes=0.01))
+def test_minutes_budget_ends_training_on_the_training_clock(scene, tmp_path) -> None:
+    # A fake clock on which every step takes 1.5 s: a 0.1-minute budget is exactly 4 steps, whatever the machine.
+    trainer = SplatTrainer(scene, small_config(minutes=0.1, iterations=2), tmp_path)
+    ticks = iter(np.arange(1000) * 1.5)
+    trainer.clock = lambda: float(next(ticks))
     trainer.run()
-    assert trainer.progress() >= 1.0 and trainer.step > 0
-    assert trainer.elapsed >= 0.6
+    assert trainer.step == 4 and trainer.seconds == pytest.approx(6.0)
+    assert trainer.progress() == pytest.approx(1.0)
+    assert trainer.history.entries[-1]["iteration"] == 4  # the last step is always logged
 
 
 def test_distorted_cameras_are_undistorted(scene) -> None:
@@ -133,7 +141,7 @@ def test_distorted_cameras_are_undistorted(scene) -> None:
 
 
 def test_random_box_is_centred_on_what_the_cameras_look_at(scene) -> None:
-    low, high = camera_focus_box(pinhole_views(scene), 1.3 / 4.0)
+    low, high = focus_box(scene.cam_from_world, 1.3 / 4.0)
     np.testing.assert_allclose((low + high) / 2, 0.0, atol=1e-6)
     distance = math.hypot(3.0, 0.8)
     np.testing.assert_allclose(high - low, 2 * 1.3 / 4.0 * distance, rtol=1e-6)
