@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mapforge.errors import InputError
 from mapforge.interrupts import keyboard_interrupts
+from mapforge.io.atomic import output_folder
 from mapforge.io.images import write_image
 from mapforge.metrics.image import psnr, ssim
 from mapforge.metrics.lpips import LPIPS
@@ -43,10 +43,7 @@ def evaluate_views(
     """
     files = render_names(image_names)
     if out_dir is not None:
-        try:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the folder for the renders {out_dir}: {exc.strerror or exc}") from None
+        output_folder(out_dir)
     views = []
     with keyboard_interrupts():
         for k in tqdm(range(len(files)), desc="evaluating", unit="view", leave=False, disable=None):

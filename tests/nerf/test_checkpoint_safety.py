@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from mapforge import cli
+from mapforge.provenance import images_fingerprint, write_records
+from mapforge.run import RunConfig, stage_inputs
 from tests.conftest import HOSTILE_KINDS, assert_refused, plant_hostile_file, small_scene
 
 
@@ -39,12 +41,16 @@ def test_render_and_export_refuse_a_planted_checkpoint(kind, scene, tmp_path, ca
 
 
 def test_run_method_nerf_refuses_a_planted_checkpoint(scene, tmp_path, capsys):
-    # The SfM stage counts as complete (its model is the ground truth), so the run goes straight to the NeRF.
+    # The SfM stage counts as complete (its model is the ground truth), so the run goes straight to the NeRF;
+    # both folders are recorded as made from this run's inputs, so the run keeps them.
     out = tmp_path / "out"
     shutil.copytree(scene / "sparse_gt", out / "sfm" / "sparse" / "0")
     (out / "sfm" / "report.json").write_text("{}")
     (out / "nerf").mkdir()
     marker = plant_hostile_file(out / "nerf" / "checkpoint.pt", "pickle")
+    config = RunConfig(images=str(scene / "images"), output=str(out), method="nerf", minutes=0, iterations=2)
+    images = images_fingerprint(config.images)
+    write_records(out, {stage: stage_inputs(config, stage, images) for stage in ("sfm", "nerf")})
     code = cli.main(["run", str(scene / "images"), "-o", str(out), "--method", "nerf", "--minutes", "0",
                      "--iterations", "2"])
     assert "refused" in assert_refused(capsys, code, marker)
