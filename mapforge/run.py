@@ -253,19 +253,29 @@ def stage_mvs(config: RunConfig, out: Path) -> dict:
 
 
 def mvs_inputs(path: str | Path, images: str | Path | None = None) -> tuple[Reconstruction, Path]:
-    """The posed model and photos for multi-view stereo from a run folder (its SfM or pointmap model and its
-    photos), else from a COLMAP project or model folder (see `mvs.pipeline.load_model`)."""
+    """The posed model and photos for multi-view stereo: from a run folder (its SfM or pointmap model and its
+    photos), from a `mapforge sfm` output folder (its model and the photos its report names), else from a COLMAP
+    project or model folder (see `mvs.pipeline.load_model`)."""
     from mapforge.io.colmap import read_model
     from mapforge.mvs.pipeline import load_model
 
     path = Path(path)
     if not (path / CONFIG_NAME).is_file():
-        return load_model(path, images)
+        return load_model(path, images or _sfm_image_dir(path))
     config = RunConfig.from_file(path / CONFIG_NAME)
     model_dir = poses_dir(config, path) / "sparse" / "0"
     if not model_dir.is_dir():
         raise InputError(f"run folder {path} has no posed model yet ({model_dir}); run its SfM or pointmap stage first")
     return read_model(model_dir), Path(images or config.images)
+
+
+def _sfm_image_dir(path: Path) -> Path | None:
+    """The photos of a `mapforge sfm` output folder, from its report (None for other folders)."""
+    try:
+        image_dir = json.loads((path / "report.json").read_text(encoding="utf-8")).get("image_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(image_dir) if isinstance(image_dir, str) and Path(image_dir).is_dir() else None
 
 
 def stage_ground_truth(config: RunConfig, out: Path) -> dict:

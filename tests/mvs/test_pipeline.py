@@ -71,7 +71,7 @@ def test_a_model_without_points_uses_the_viewing_geometry(scene: Path, tmp_path:
     assert result.report["images_with_sources"] == 12 and result.report["fused_points"] > 0
 
 
-def test_inputs_from_a_project_folder_and_a_run_folder(scene: Path, tmp_path: Path) -> None:
+def test_inputs_from_a_project_a_run_and_an_sfm_folder(scene: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
     write_model(read_model(scene / "sparse_gt"), project / "sparse" / "0")
     (project / "images").symlink_to(scene / "images")
@@ -81,6 +81,11 @@ def test_inputs_from_a_project_folder_and_a_run_folder(scene: Path, tmp_path: Pa
     write_model(read_model(scene / "sparse_gt"), run / "sfm" / "sparse" / "0")
     (run / "run.toml").write_text(f'images = "{scene / "images"}"\noutput = "{run}"\n')
     model, images = mvs_inputs(run)
+    assert len(model.images) == 12 and images == scene / "images"
+    sfm = tmp_path / "sfm"
+    write_model(read_model(scene / "sparse_gt"), sfm / "sparse" / "0")
+    (sfm / "report.json").write_text(json.dumps({"image_dir": str(scene / "images")}))
+    model, images = mvs_inputs(sfm)
     assert len(model.images) == 12 and images == scene / "images"
 
 

@@ -40,20 +40,21 @@ def _params(s: Settings) -> tuple[np.ndarray, np.ndarray]:
     return iparams, fparams
 
 
-def plane_costs(arrays: Arrays, depth: torch.Tensor, normal: torch.Tensor, s: Settings) -> torch.Tensor:
+def plane_costs(arrays: Arrays, depth: torch.Tensor, normal: torch.Tensor, s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     iparams, fparams = _params(s)
-    out = cpu_kernels.plane_costs(
+    cost, views = cpu_kernels.plane_costs(
         arrays.ref, arrays.srcs, arrays.size, arrays.geo, arrays.kref, depth.numpy(), normal.numpy(), iparams, fparams,
         arrays.depths,
     )  # fmt: skip
-    return torch.from_numpy(out)
+    return torch.from_numpy(cost), torch.from_numpy(views)
 
 
-def sweep(colour: int, arrays: Arrays, depth, normal, cost, rnd: torch.Tensor, s: Settings) -> None:
+def sweep(colour: int, arrays: Arrays, depth, normal, cost, views, rnd: torch.Tensor, s: Settings) -> None:
     iparams, fparams = _params(s)
     cpu_kernels.sweep(
         colour, arrays.ref, arrays.srcs, arrays.size, arrays.geo, arrays.kref, depth.numpy(), normal.numpy(),
-        cost.numpy(), rnd.numpy(), rules.REGION_OFFSETS, rules.REGION_COUNTS, iparams, fparams, arrays.depths,
+        cost.numpy(), views.numpy(), rnd.numpy(), rules.REGION_OFFSETS, rules.REGION_COUNTS, iparams, fparams,
+        arrays.depths,
     )  # fmt: skip
 
 

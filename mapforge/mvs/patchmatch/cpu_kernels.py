@@ -248,6 +248,19 @@ def _best_views(costs, count, m, views):
 
 
 @njit(cache=True, fastmath=True)
+def _rank_views(full, count, m, k, ranked, views, r, c):
+    """Store the `m` best of the view costs `full[:count]` as pixel (r, c)'s scored views; returns the mean of the
+    `k` lowest."""
+    _best_views(full, count, m, ranked)
+    total = 0.0
+    for i in range(m):
+        views[r, c, i] = ranked[i]
+        if i < k:
+            total += full[ranked[i]]
+    return total / min(k, m)
+
+
+@njit(cache=True, fastmath=True)
 def _transfer_depth(depth, normal, rr, cc, rx, ry, kref, dmin, dmax):
     """Depth on the ray (rx, ry, 1) of the plane stored at pixel (rr, cc), or -1 when it is unusable."""
     nx = normal[rr, cc, 0]
@@ -309,9 +322,21 @@ def _neighbour(cost, r, c, offsets, counts, g):
     return pick_r, pick_c
 
 
+@njit(cache=True, fastmath=True)
+def _seen_before(seen, count, d, nx, ny, nz):
+    """Whether the plane (d, n) is one of the first `count` planes in `seen` (rows d, nx, ny, nz): the same normal
+    and a depth within `rules.SAME_DEPTH` (relative)."""
+    for i in range(count):
+        if nx == seen[i, 1] and ny == seen[i, 2] and nz == seen[i, 3] and abs(d - seen[i, 0]) <= R.SAME_DEPTH * seen[i, 0]:
+            return True
+    return False
+
+
 @njit(cache=True, fastmath=True, parallel=True)
-def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, rnd, offsets, counts, iparams, fparams, src_depths):
-    """One half sweep in place over the pixels of `colour`, as `rules` describes; `rnd [H, W, 7]` uniforms."""
+def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, views, rnd, offsets, counts, iparams, fparams,
+          src_depths):
+    """One half sweep in place over the pixels of `colour`, as `rules` describes: `rnd [H, W, 7]` uniforms,
+    `views [H, W, M]` int32 each pixel's scored views (updated with its plane)."""
     height, width = ref.shape
     radius, step, k_best = iparams[0], iparams[1], iparams[2]
     num_sources = geo.shape[0]
@@ -327,9 +352,11 @@ def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, rnd, offs
         wts = np.empty(side * side)
         vals = np.empty(side * side)
         all_views = np.arange(num_sources)
-        views = np.empty(num_sources, np.int64)
+        ranked = np.empty(num_sources, np.int64)
+        scored = np.empty(m, np.int64)
         full = np.empty(num_sources)
         sub = np.empty(num_sources)
+        seen = np.empty((num_regions + 1, 4))
         for c in range((r + colour) % 2, width, 2):
             u = c + 0.5
             v = r + 0.5
@@ -338,13 +365,12 @@ def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, rnd, offs
             n, rmean, rvar = _window(ref, r, c, radius, step, inv_2ss, inv_2sc, du, dv, wts, vals)
             best_d = depth[r, c]
             bnx, bny, bnz = normal[r, c, 0], normal[r, c, 1], normal[r, c, 2]
-            _view_costs(best_d, bnx, bny, bnz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals,
-                        rmean, rvar, iparams, fparams, src_depths, all_views, num_sources, full)
-            _best_views(full, num_sources, m, views)
+            best = cost[r, c]
             for i in range(m):
-                sub[i] = full[views[i]]
-            best = _mean_of_smallest(sub, m, k_best)
+                scored[i] = views[r, c, i]
             cur_d, cnx, cny, cnz, d_prt, pnx, pny, pnz = best_d, bnx, bny, bnz, best_d, bnx, bny, bnz
+            seen[0, 0], seen[0, 1], seen[0, 2], seen[0, 3] = best_d, bnx, bny, bnz
+            num_seen = 1
             for g in range(num_regions + 4):
                 if g < num_regions:
                     pick_r, pick_c = _neighbour(cost, r, c, offsets, counts, g)
@@ -354,6 +380,10 @@ def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, rnd, offs
                     if d < 0.0:
                         continue
                     nx, ny, nz = normal[pick_r, pick_c, 0], normal[pick_r, pick_c, 1], normal[pick_r, pick_c, 2]
+                    if _seen_before(seen, num_seen, d, nx, ny, nz):
+                        continue
+                    seen[num_seen, 0], seen[num_seen, 1], seen[num_seen, 2], seen[num_seen, 3] = d, nx, ny, nz
+                    num_seen += 1
                 elif g == num_regions:  # refinement starts from the best plane after propagation
                     cur_d, cnx, cny, cnz = best_d, bnx, bny, bnz
                     d_prt = min(max(cur_d * (1.0 + pert * (2.0 * rnd[r, c, 3] - 1.0)), dmin), dmax)
@@ -368,34 +398,43 @@ def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, rnd, offs
                     d = 1.0 / (1.0 / dmax + rnd[r, c, 0] * (1.0 / dmin - 1.0 / dmax))
                     nx, ny, nz = _random_normal(rnd[r, c, 1], rnd[r, c, 2], rx, ry)
                 _view_costs(d, nx, ny, nz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean,
-                            rvar, iparams, fparams, src_depths, views, m, sub)
+                            rvar, iparams, fparams, src_depths, scored, m, sub)
                 candidate = _mean_of_smallest(sub, m, k_best)
                 if candidate < best:
                     best, best_d, bnx, bny, bnz = candidate, d, nx, ny, nz
+            if best_d == depth[r, c] and bnx == normal[r, c, 0] and bny == normal[r, c, 1] and bnz == normal[r, c, 2]:
+                continue
+            # a new plane: stored, then scored (as stored) in every view for its best views and their cost
             depth[r, c] = best_d
             normal[r, c, 0] = bnx
             normal[r, c, 1] = bny
             normal[r, c, 2] = bnz
-            cost[r, c] = best
+            best_d, bnx, bny, bnz = depth[r, c], normal[r, c, 0], normal[r, c, 1], normal[r, c, 2]
+            _view_costs(best_d, bnx, bny, bnz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean,
+                        rvar, iparams, fparams, src_depths, all_views, num_sources, full)
+            cost[r, c] = _rank_views(full, num_sources, m, k_best, ranked, views, r, c)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def plane_costs(ref, srcs, src_size, geo, kref, depth, normal, iparams, fparams, src_depths):
-    """Aggregated cost `[H, W]` float32 of every pixel's current plane: the mean of its `num_best_views` lowest
-    view costs over all sources."""
+    """Every pixel's current plane scored in every view: its cost `[H, W]` float32 (the mean of its
+    `num_best_views` lowest view costs) and its `num_scored_views` best views `[H, W, M]` int32."""
     height, width = ref.shape
     radius, step = iparams[0], iparams[1]
     num_sources = geo.shape[0]
     inv_2ss = 1.0 / (2.0 * fparams[0] * fparams[0])
     inv_2sc = 1.0 / (2.0 * fparams[1] * fparams[1])
     side = (2 * radius) // step + 1
+    m = min(iparams[4], num_sources)
     out = np.empty((height, width), np.float32)
+    views = np.empty((height, width, m), np.int32)
     for r in prange(height):
         du = np.empty(side * side)
         dv = np.empty(side * side)
         wts = np.empty(side * side)
         vals = np.empty(side * side)
         all_views = np.arange(num_sources)
+        ranked = np.empty(num_sources, np.int64)
         full = np.empty(num_sources)
         for c in range(width):
             u = c + 0.5
@@ -406,8 +445,8 @@ def plane_costs(ref, srcs, src_size, geo, kref, depth, normal, iparams, fparams,
             _view_costs(depth[r, c], normal[r, c, 0], normal[r, c, 1], normal[r, c, 2], u, v, rx, ry, kref, srcs,
                         src_size, geo, n, du, dv, wts, vals, rmean, rvar, iparams, fparams, src_depths, all_views,
                         num_sources, full)
-            out[r, c] = _mean_of_smallest(full, num_sources, iparams[2])
-    return out
+            out[r, c] = _rank_views(full, num_sources, m, iparams[2], ranked, views, r, c)
+    return out, views
 
 
 @njit(cache=True, fastmath=True, parallel=True)

@@ -17,15 +17,18 @@ which needs no division per sample and is within 1e-3 pixels of the exact warp f
 error through the source's depth map (nearest pixel), capped at `geom_consistency_max_cost` (COLMAP's term).
 
 Aggregated cost: the mean of the `num_best_views` smallest per-view costs (Gipuma's rule, robust to occlusion).
-In a sweep each pixel first scores its current plane in every source; candidates are then scored only in the
-`num_scored_views` sources where the current plane scored best (ties: the lower source index), which is where
-their best views lie too once neighbours agree, and is most of the speed of a CPU sweep. The current plane's cost
-is the same either way.
+Each pixel keeps the `num_scored_views` sources where its plane scores best (ties: the lower source index), found
+by scoring the plane in every source when a level or pass starts and whenever the pixel takes a new plane;
+candidates are scored in those views only (where their best views lie too once neighbours agree, and most of the
+speed of a CPU sweep), and the pixel's cost is its plane's in those views.
 
 One half sweep updates the pixels of one checkerboard colour ((r + c) % 2 == colour) from the other colour
 (Galliani et al. 2015; ACMH's adaptive checkerboard, Xu and Tao 2019): in each of 8 regions around the pixel
 (`REGION_OFFSETS`) the neighbour whose current cost is lowest offers its plane; the plane's depth on this pixel's
-ray is a candidate when it lies inside the depth range. Then random refinement tries, in order, (perturbed depth,
+ray is a candidate when it lies inside the depth range, unless it is a plane already tried at this pixel (the
+pixel's own or an earlier region's: the same normal and a depth within `SAME_DEPTH`), which is skipped (neighbours
+that agree hand over the same plane, so after the first sweeps most candidates are repeats). Then random refinement
+tries, in order, (perturbed depth,
 best normal), (best depth, perturbed normal), (both perturbed) and a fresh random plane (`refinement_candidates`).
 A candidate replaces the best so far only when its cost is strictly lower, so the earliest wins ties.
 
@@ -47,6 +50,8 @@ MIN_VARIANCE = 1e-5
 NUM_RANDOM = 7
 # Largest relative change of the homogeneous coordinate across a window that is still matched.
 MAX_DEPTH_CHANGE = 0.5
+# Two planes with the same normal and depths this close (relative) at a pixel are the same candidate.
+SAME_DEPTH = 1e-6
 # A neighbour's plane is not transferred when it is seen this close to edge-on from the pixel (|n . ray| / |ray|).
 MIN_COS_VIEW = 1e-3
 

@@ -212,20 +212,30 @@ def _mean_of_smallest(costs: torch.Tensor, k: int) -> torch.Tensor:
     return costs.sort(-1).values[..., :k].mean(-1)
 
 
-def plane_costs(problem: Problem, depth: torch.Tensor, normal: torch.Tensor, s: Settings) -> torch.Tensor:
-    """Aggregated cost `[H, W]` of every pixel's plane over all sources."""
+def _ranked(costs: torch.Tensor, s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel, from view costs `[P, S]`: the mean of the `num_best_views` lowest and the `num_scored_views`
+    best views `[P, M]` (lowest first, the lower index on ties)."""
+    m = min(s.num_scored_views, costs.shape[1])
+    views = costs.sort(dim=-1, stable=True).indices[:, :m]
+    return _mean_of_smallest(costs.gather(1, views), s.num_best_views), views
+
+
+def plane_costs(problem: Problem, depth: torch.Tensor, normal: torch.Tensor, s: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel's plane scored in every view: its cost `[H, W]` and its scored views `[H, W, M]` int32."""
     height, width = depth.shape
     rows, cols = torch.meshgrid(torch.arange(height, device=depth.device), torch.arange(width, device=depth.device), indexing="ij")
     rows, cols = rows.reshape(-1), cols.reshape(-1)
+    m = min(s.num_scored_views, len(problem.srcs))
     out = torch.empty(height * width, dtype=depth.dtype, device=depth.device)
+    views = torch.empty((height * width, m), dtype=torch.int32, device=depth.device)
     n = len(torch.arange(-s.window_radius, s.window_radius + 1, s.window_step)) ** 2
     for part in _chunks(len(rows), n):
         win = windows(problem, rows[part], cols[part], s)
         d = depth[rows[part], cols[part]].to(problem.geo.dtype)[:, None]
         nrm = normal[rows[part], cols[part]].to(problem.geo.dtype)[:, None]
-        out[part] = _mean_of_smallest(view_costs(problem, win, d, nrm, s)[:, 0], s.num_best_views).to(depth.dtype)
-    return out.reshape(height, width)
-
+        cost, best = _ranked(view_costs(problem, win, d, nrm, s)[:, 0], s)
+        out[part], views[part] = cost.to(depth.dtype), best.to(torch.int32)
+    return out.reshape(height, width), views.reshape(height, width, m)
 
 def _region_candidates(depth, normal, cost, rows, cols, win: Windows, problem: Problem, s: Settings):
     """The 8 propagation candidates `(depth [P, 8], normal [P, 8, 3], usable [P, 8])` of pixels (rows, cols)."""
@@ -267,6 +277,21 @@ def random_planes(rnd: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, depth_m
     return depth, torch.where(away[..., None], -normal, normal)
 
 
+def _drop_repeats(cur_d, cur_n, cand_d, cand_n, usable) -> torch.Tensor:
+    """`usable [P, 8]` without the candidates that repeat a plane tried before them (see `rules`), in the kernels'
+    order: the pixel's own plane first, then each region's that was tried."""
+    seen = [(cur_d, cur_n, torch.ones_like(usable[:, 0]))]
+    usable = usable.clone()
+    for g in range(cand_d.shape[1]):
+        d, n = cand_d[:, g], cand_n[:, g]
+        repeat = torch.zeros_like(usable[:, g])
+        for seen_d, seen_n, tried in seen:
+            repeat |= tried & (n == seen_n).all(-1) & ((d - seen_d).abs() <= R.SAME_DEPTH * seen_d)
+        usable[:, g] &= ~repeat
+        seen.append((d, n, usable[:, g]))
+    return usable
+
+
 def _refinement_candidates(best_d, best_n, rnd, win: Windows, s: Settings):
     """The 4 refinement candidates `(depth [P, 4], normal [P, 4, 3])` around the best planes, from `rnd [P, 7]`."""
     dtype = best_d.dtype
@@ -301,37 +326,47 @@ def _scored(costs: torch.Tensor, views: torch.Tensor, k: int) -> torch.Tensor:
     return _mean_of_smallest(chosen, k)
 
 
-def sweep(colour: int, problem: Problem, depth, normal, cost, rnd: torch.Tensor, s: Settings) -> None:
-    """One half sweep in place over the pixels of `colour` (`rnd [H, W, 7]`); see `rules`."""
+def sweep(colour: int, problem: Problem, depth, normal, cost, views, rnd: torch.Tensor, s: Settings) -> None:
+    """One half sweep in place over the pixels of `colour` (`rnd [H, W, 7]`, `views [H, W, M]`); see `rules`."""
     height, width = cost.shape
     grid_r, grid_c = torch.meshgrid(torch.arange(height, device=cost.device), torch.arange(width, device=cost.device), indexing="ij")
     mask = ((grid_r + grid_c) % 2) == colour
     rows, cols = grid_r[mask], grid_c[mask]
     n = len(torch.arange(-s.window_radius, s.window_radius + 1, s.window_step)) ** 2
-    num_sources = len(problem.srcs)
-    m = min(s.num_scored_views, num_sources)
     dtype = problem.geo.dtype
     updates = []
     for part in _chunks(len(rows), n * 12):
         r, c = rows[part], cols[part]
         win = windows(problem, r, c, s)
-        best_d = depth[r, c].to(dtype)
-        best_n = normal[r, c].to(dtype)
-        full = view_costs(problem, win, best_d[:, None], best_n[:, None], s)[:, 0]  # [P, S]
-        views = full.sort(dim=-1, stable=True).indices[:, :m]
-        best = _mean_of_smallest(full.gather(1, views), s.num_best_views)
+        start_d, start_n = depth[r, c].to(dtype), normal[r, c].to(dtype)
+        scored = views[r, c].long()
+        best = cost[r, c].to(dtype)
         cand_d, cand_n, usable = _region_candidates(depth, normal, cost, r, c, win, problem, s)
-        cand_cost = _scored(view_costs(problem, win, cand_d, cand_n, s), views, s.num_best_views)
+        usable = _drop_repeats(start_d, start_n, cand_d, cand_n, usable)
+        cand_cost = _scored(view_costs(problem, win, cand_d, cand_n, s), scored, s.num_best_views)
         cand_cost = torch.where(usable, cand_cost, torch.full_like(cand_cost, float("inf")))
-        best, best_d, best_n = _pick(best, best_d, best_n, cand_cost, cand_d, cand_n)
+        best, best_d, best_n = _pick(best, start_d, start_n, cand_cost, cand_d, cand_n)
         ref_d, ref_n = _refinement_candidates(best_d, best_n, rnd[r, c], win, s)
-        ref_cost = _scored(view_costs(problem, win, ref_d, ref_n, s), views, s.num_best_views)
+        ref_cost = _scored(view_costs(problem, win, ref_d, ref_n, s), scored, s.num_best_views)
         best, best_d, best_n = _pick(best, best_d, best_n, ref_cost, ref_d, ref_n)
-        updates.append((r, c, best, best_d, best_n))
-    for r, c, best, best_d, best_n in updates:
+        # a new plane: stored, then scored (as stored) in every view for its best views and their cost
+        changed = (best_d != start_d) | (best_n != start_n).any(-1)
+        best_d = best_d.to(depth.dtype).to(dtype)
+        best_n = best_n.to(normal.dtype).to(dtype)
+        if changed.any():
+            index = changed.nonzero()[:, 0]
+            sub = _take(win, index)
+            new_cost, new_views = _ranked(view_costs(problem, sub, best_d[index, None], best_n[index, None], s)[:, 0], s)
+            best = best.clone()
+            best[index] = new_cost
+            scored = scored.clone()
+            scored[index] = new_views
+        updates.append((r, c, best, best_d, best_n, scored))
+    for r, c, best, best_d, best_n, scored in updates:
         depth[r, c] = best_d.to(depth.dtype)
         normal[r, c] = best_n.to(normal.dtype)
         cost[r, c] = best.to(cost.dtype)
+        views[r, c] = scored.to(views.dtype)
 
 
 def consistent_views(problem: Problem, depth, normal, s: Settings, min_ncc: float, min_angle: float, geom_max: float) -> torch.Tensor:
