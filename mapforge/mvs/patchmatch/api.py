@@ -46,7 +46,8 @@ class PatchMatchConfig:
         iterations: sweeps (each over both colours) per level, coarsest first; the last entry repeats for
             further levels (COLMAP runs 5 at one level; coarse levels are cheap, the full one is not: (5, 3, 1)
             is as accurate as (5, 3, 2) on the built-in scene within 0.6% of pixels, at 70% of the time).
-        geom_iterations: sweeps of the geometric pass at full resolution.
+        geom_iterations: sweeps of the geometric pass at full resolution (COLMAP runs 5; from the photometric maps
+            one is enough: on the built-in scene 2 change the fused F-score by 0.0006 at 1.8 times the time).
         perturbation: refinement perturbation of the first sweep from random planes, halved every sweep (COLMAP
             starts at 1 and halves per iteration).
         level_perturbation: the same at finer levels and in the geometric pass, whose planes are already close.
@@ -66,7 +67,7 @@ class PatchMatchConfig:
     num_levels: int = 3
     min_level_size: int = 160
     iterations: tuple[int, ...] = (5, 3, 1)
-    geom_iterations: int = 2
+    geom_iterations: int = 1
     perturbation: float = 1.0
     level_perturbation: float = 0.125
     geom_consistency_regularizer: float = 0.3
