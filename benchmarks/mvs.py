@@ -252,23 +252,6 @@ def _fountain_model(work: Path):
     return truth, seconds, float(residual)
 
 
-def _render_points(xyz: np.ndarray, rgb: np.ndarray, K: np.ndarray, pose, size: tuple[int, int]) -> np.ndarray:
-    width, height = size
-    local = pose.apply(xyz.astype(np.float64))
-    front = local[:, 2] > 0
-    local, rgb = local[front], rgb[front]
-    pixels = (local @ K.T)[:, :2] / local[:, 2:3]
-    order = np.argsort(-local[:, 2])  # far first, near ones overwrite
-    image = np.full((height, width, 3), 255, np.uint8)
-    cols, rows = np.floor(pixels[order, 0]).astype(int), np.floor(pixels[order, 1]).astype(int)
-    for dr in (0, 1):
-        for dc in (0, 1):
-            r, c = rows + dr, cols + dc
-            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            image[r[inside], c[inside]] = rgb[order][inside]
-    return image
-
-
 def _render_mesh(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, pose, size: tuple[int, int]) -> np.ndarray:
     """Grey Lambert shading lit from the camera, painter's order (far triangles first)."""
     import cv2
@@ -294,6 +277,7 @@ def fountain(work: Path) -> dict:
     from mapforge.io.images import write_image
     from mapforge.io.ply import read_mesh
     from mapforge.mvs.pipeline import MVSConfig, run_mvs
+    from mapforge.report.html import perspective_cloud_picture
 
     data = SHARED / "strecha_fountain-P11"
     model, sfm_seconds, residual = _fountain_model(work)
@@ -325,7 +309,8 @@ def fountain(work: Path) -> dict:
     K = np.diag([scale, scale, 1.0]) @ camera.K
     size = (round(camera.width * scale), round(camera.height * scale))
     pictures = {"cloud": RESULTS / "mvs_fountain_cloud.jpg", "mesh": RESULTS / "mvs_fountain_mesh.jpg"}
-    write_image(pictures["cloud"], _render_points(result.cloud.points, result.cloud.colors, K, image.cam_from_world, size), quality=85)
+    cloud = perspective_cloud_picture(result.cloud.points, result.cloud.colors, K, image.cam_from_world, size)
+    write_image(pictures["cloud"], cloud, quality=85)
     if view.mesh.is_file():
         vertices, faces, _ = read_mesh(view.mesh)
         write_image(pictures["mesh"], _render_mesh(vertices, faces, K, image.cam_from_world, size), quality=85)

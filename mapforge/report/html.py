@@ -144,6 +144,42 @@ def cloud_picture(
     return picture.reshape(height, width, 3), labels
 
 
+def perspective_cloud_picture(
+    xyz: np.ndarray, rgb: np.ndarray | None, K: np.ndarray, cam_from_world, size: tuple[int, int]
+) -> np.ndarray:
+    """`xyz [N, 3]` seen through the pinhole camera `K [3, 3]`, `cam_from_world` (a `Rigid3`) as a `[H, W, 3]`
+    uint8 picture of `size` (W, H) on white: each point a 2x2 square in its colour `rgb [N, 3]` (grey when None),
+    the nearest point winning every pixel."""
+    width, height = size
+    local = cam_from_world.apply(np.asarray(xyz, np.float64))
+    colours = np.full((len(local), 3), 128, np.uint8) if rgb is None else np.asarray(rgb, np.uint8)
+    front = local[:, 2] > 0
+    local, colours = local[front], colours[front]
+    pixels = (local @ np.asarray(K).T)[:, :2] / local[:, 2:3]
+    order = np.argsort(-local[:, 2])  # far first: nearer points overwrite them
+    cols, rows = np.floor(pixels[order, 0]).astype(np.int64), np.floor(pixels[order, 1]).astype(np.int64)
+    picture = np.full((height, width, 3), 255, np.uint8)
+    for dr in (0, 1):
+        for dc in (0, 1):
+            r, c = rows + dr, cols + dc
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            picture[r[inside], c[inside]] = colours[order][inside]
+    return picture
+
+
+def _mvs_summary(report: dict) -> list[tuple[str, object]]:
+    """The few numbers of the MVS stage summary a person reads first."""
+    seconds = report.get("seconds", {})
+    maps = [s.get("seconds", 0.0) for s in report.get("images", [])]
+    rows = [("image size (longer side, px)", report.get("image_size")),
+            ("total time", f"{seconds.get('total', 0.0):.1f} s"),
+            ("time per step", ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total")),
+            ("peak memory", f"{report.get('peak_memory_gb', 0.0):.2f} GB")]  # fmt: skip
+    if maps:
+        rows.insert(2, ("mean time per depth map", f"{sum(maps) / len(maps):.1f} s"))
+    return [(k, v) for k, v in rows if v is not None]
+
+
 def _table(rows: list[tuple[str, object]], header: tuple[str, str] | None = None) -> str:
     lines = ["<table>"]
     if header:
@@ -394,10 +430,13 @@ class _Report:
             rows.insert(1, ("fused points (dense/fused.ply)", len(cloud[0])))
         elif run.dense_ply is None:
             self.notes.append("the dense workspace has no fused cloud (dense/fused.ply)")
+        report = run.dense_report
+        if report is not None:
+            rows += _mvs_summary(report)
         body = _table(rows)
-        if run.dense_report is not None:
-            summary = _table(_flatten(run.dense_report), ("field", "value"))
-            body += "\n<h3>MVS report (dense/report.json)</h3>\n" + summary
+        if report is not None:
+            details = _table(_flatten({k: v for k, v in report.items() if k != "images"}), ("field", "value"))
+            body += f"\n<details><summary>MVS report (dense/report.json)</summary>\n{details}</details>"
         else:
             self.notes.append("no MVS summary (dense/report.json): the MVS stage has not finished")
         body += self._dense_views(maps)
@@ -443,7 +482,21 @@ class _Report:
         picture, labels = cloud_picture(xyz, rgb, up, self.config.cloud_size)
         caption = (f"fused cloud from above, orthographic ({len(xyz)} points; {labels[0]} to the right, "
                    f"{labels[1]} up the page)")
-        return f'\n<h3>Fused cloud</h3>\n<div class="figures">{self._picture(picture, caption)}</div>'
+        figures = self._camera_view(xyz, rgb) + self._picture(picture, caption)
+        return f'\n<h3>Fused cloud</h3>\n<div class="figures">{figures}</div>'
+
+    def _camera_view(self, xyz: np.ndarray, rgb: np.ndarray | None) -> str:
+        """The cloud through the middle camera of the dense workspace, or "" without one."""
+        model = self.run.dense_model
+        if model is None or not model.images:
+            return ""
+        image = model.images[sorted(model.images)[len(model.images) // 2]]
+        camera = model.cameras[image.camera_id]
+        scale = self.config.cloud_size / max(camera.width, camera.height)
+        K = np.diag([scale, scale, 1.0]) @ camera.K
+        size = (max(1, round(camera.width * scale)), max(1, round(camera.height * scale)))
+        picture = perspective_cloud_picture(xyz, rgb, K, image.cam_from_world, size)
+        return self._picture(picture, f"fused cloud seen from {image.name}")
 
     # --- run level -----------------------------------------------------------------------------------------
 

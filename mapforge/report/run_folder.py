@@ -180,6 +180,18 @@ class RunFolder:
         paths = (map_path(self.dense_dir, map_type, name, kind) for kind in ("geometric", "photometric"))
         return next((path for path in paths if path.is_file()), None)
 
+    @cached_property
+    def dense_model(self) -> Reconstruction | None:
+        """The undistorted model of the dense workspace (OUT/dense/sparse), or None when absent or unreadable."""
+        folder = self.root / "dense" / "sparse"
+        if model_format(folder) is None:
+            return None
+        try:
+            return read_model(folder)
+        except InputError as exc:
+            self.problems.append(f"unreadable dense model: {exc}")
+            return None
+
     def undistorted_image(self, name: str) -> Path | None:
         """The undistorted photo OUT/dense/images/NAME that the maps of image `name` belong to, or None."""
         path = self.root / "dense" / "images" / name
