@@ -150,8 +150,9 @@ def add_dense_workspace(out: Path, num_points: int = 1500, seed: int = 0) -> Pat
     corners = centre + radius * np.concatenate([np.eye(3), -np.eye(3)])
     faces = np.array([[0, 1, 2], [1, 3, 2], [3, 4, 2], [4, 0, 2], [1, 0, 5], [3, 1, 5], [4, 3, 5], [0, 4, 5]])
     write_mesh(dense / "meshed-poisson.ply", corners, faces, np.tile(DENSE_COLOR, (6, 1)))
-    (dense / "report.json").write_text(json.dumps({
-        "seconds": 42.0, "images": len(names), "fused_points": num_points, "seconds_per_image": 6.5,
-        "mesh": {"vertices": 6, "triangles": 8},
+    (dense / "report.json").write_text(json.dumps({  # the layout `mapforge.mvs.pipeline.run_mvs` writes
+        "num_images": len(names), "image_size": WIDTH, "fused_points": num_points, "mesh": {"vertices": 6, "triangles": 8},
+        "seconds": {"photometric": 30.0, "geometric": 8.0, "fusion": 4.0, "total": 42.0}, "peak_memory_gb": 0.5,
+        "images": [{"image": n, "pass": "photometric", "seconds": 6.5, "valid_fraction": 0.9} for n in names],
     }))
     return dense

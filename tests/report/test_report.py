@@ -173,15 +173,18 @@ def test_report_shows_the_dense_workspace(tmp_path: Path) -> None:
     dense = [alt for alt in page.alts if alt.startswith(("undistorted", "depth", "normals", "fused cloud"))]
     assert [alt for alt in dense if alt.startswith("undistorted")] == [
         f"undistorted view_{i:02d}.png" for i in (0, 2, 3, 5)]
-    assert len(dense) == 4 * 3 + 1 and "4 of 6 views" in text
+    # one perspective and one top-down picture of the cloud
+    assert len(dense) == 4 * 3 + 2 and "4 of 6 views" in text
     assert "depth (geometric, " in text and "depth (photometric, " in text  # view_05 has only the first pass
     for key in ("fused points (dense/fused.ply)", "1500", "mesh vertices (dense/meshed-poisson.ply)",
-                "mesh triangles", "seconds_per_image", "6.5"):
+                "mesh triangles", "mean time per depth map", "6.5 s", "42.0 s", "photometric 30.0 s"):
         assert key in text
-    cloud = _decode(page.images[page.alts.index(next(a for a in page.alts if a.startswith("fused cloud")))])
-    assert max(cloud.shape[:2]) == 640
-    green = (np.abs(cloud.astype(int) - DENSE_COLOR.astype(int)).max(axis=-1) < 10).sum()
-    assert green > 300
+    assert "images[0]" not in text  # the per-image list stays out of the summary
+    for alt in (a for a in page.alts if a.startswith("fused cloud")):
+        cloud = _decode(page.images[page.alts.index(alt)])
+        assert max(cloud.shape[:2]) == 640
+        green = (np.abs(cloud.astype(int) - DENSE_COLOR.astype(int)).max(axis=-1) < 10).sum()
+        assert green > 300, alt
     for note in ("not finished", "no fused cloud", "unreadable"):  # nothing is missing
         assert note not in text
 
