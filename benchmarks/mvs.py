@@ -15,7 +15,12 @@ Sections (each runs in its own process, so its time, CPU use and peak memory are
   image 5. Its sparse points (for COLMAP's view selection and depth ranges) come from mapforge SfM, aligned to the
   ground-truth cameras; that SfM run is timed apart. COLMAP's fusion of the same maps is the peer for the point count.
 
-    .venv/bin/python benchmarks/mvs.py [--sections motorcycle synthetic fountain] [--output benchmarks/results/mvs.json]
+- `patchmatch`: one view of the built-in scene at 640x480 against its 10 nearest views, the photometric pass alone,
+  on the numba kernels and, with `--device cuda` (or any torch device), on the torch path there: seconds and the
+  depth error against the exact depth. Not run by default; it is the per-image figure for other devices.
+
+    .venv/bin/python benchmarks/mvs.py [--sections motorcycle synthetic fountain] [--device cuda]
+        [--output benchmarks/results/mvs.json]
 
 Run it alone on the machine: it measures wall time.
 """
@@ -40,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
-SECTIONS = ("motorcycle", "synthetic", "fountain")
+SECTIONS = ("motorcycle", "synthetic", "fountain", "patchmatch")
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -319,26 +324,68 @@ def fountain(work: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# One view on each device
 
 
-def _run_section(name: str, out: Path) -> None:
+def patchmatch(device: str) -> dict:
+    import torch
+
+    from mapforge.datasets.synthetic import SyntheticConfig, make_scene
+    from mapforge.devices import select_device
+    from mapforge.mvs.patchmatch.api import PatchMatchConfig, StereoView, patch_match
+
+    dataset = make_scene(SyntheticConfig(width=640, height=480, num_views=30))
+    ref, count = 3, len(dataset)
+    truth = dataset.load_depth(ref)
+    depth_range = (0.8 * float(truth.min()), 1.25 * float(truth.max()))
+    entry: dict = {"image_size": [640, 480], "sources": 10, "pass": "photometric"}
+    for name in ["cpu"] + ([device] if device != "cpu" else []):
+        target = select_device(name)
+        backend = "cpu" if target.type == "cpu" else "torch"
+
+        def view(i: int) -> StereoView:
+            grey = torch.from_numpy(np.ascontiguousarray(dataset.load_image(i) @ LUMA)).to(target)
+            return StereoView(grey, dataset.cameras[i].K, dataset.cam_from_world[i])
+
+        sources = [view((ref + k) % count) for k in (1, -1, 2, -2, 3, -3, 4, -4, 5, -5)]
+        patch_match(view(ref), sources, depth_range, PatchMatchConfig(num_levels=1, iterations=(1,)), filter=False,
+                    backend=backend)  # compiles the kernels, warms the device
+        start = time.perf_counter()
+        result = patch_match(view(ref), sources, depth_range, PatchMatchConfig(), filter=False, backend=backend)
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        errors = np.abs(result.depth.cpu().numpy() - truth) / truth
+        entry[f"{backend}_on_{target}"] = {"seconds": round(seconds, 2), "median_relative_error": float(np.median(errors)),
+                                           "within_1pct": round(float(np.mean(errors < 0.01)), 4)}  # fmt: skip
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _run_section(name: str, out: Path, device: str) -> None:
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix=f"mvs_{name}_") as tmp:
         work = Path(tmp)
-        entry = motorcycle() if name == "motorcycle" else synthetic(work) if name == "synthetic" else fountain(work)
+        if name == "patchmatch":
+            entry = patchmatch(device)
+        else:
+            entry = motorcycle() if name == "motorcycle" else synthetic(work) if name == "synthetic" else fountain(work)
     entry["process"] = _usage(start_wall, start_cpu)
     out.write_text(json.dumps(entry, indent=2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS[:3]))
+    parser.add_argument("--device", default="cpu", help="torch device for the patchmatch section (default cpu)")
     parser.add_argument("--output", type=Path, default=RESULTS / "mvs.json")
     parser.add_argument("--_section", help=argparse.SUPPRESS)
     parser.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._section:
-        _run_section(args._section, args._out)
+        _run_section(args._section, args._out, args.device)
         return
     results = json.loads(args.output.read_text()) if args.output.is_file() else {}
     for name in args.sections:
@@ -346,7 +393,8 @@ def main() -> None:
             print(f"{name}: skipped, {SHARED / 'strecha_fountain-P11'} not found")
             continue
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
-            subprocess.run([sys.executable, __file__, "--_section", name, "--_out", tmp.name], check=True)
+            command = [sys.executable, __file__, "--_section", name, "--_out", tmp.name, "--device", args.device]
+            subprocess.run(command, check=True)
             results[name] = json.loads(Path(tmp.name).read_text())
         results[name]["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
         print(json.dumps({name: results[name]}, indent=2))

@@ -32,22 +32,28 @@ def _exact_init(data, device: str = "cpu") -> DepthNormal:
 
 
 @pytest.mark.parametrize("geometric", [False, True])
-def test_numba_kernels_make_the_torch_reference_choices(geometric: bool) -> None:
+def test_numba_kernels_make_the_torch_reference_choices(geometric: bool, device: str) -> None:
+    """Bit for bit on the CPU; on a GPU (float64 there too) the same choices up to a few float ties."""
     data, ref, sources, depth_range, _ = _views(48, 36, depth=geometric)
     config = PatchMatchConfig(num_levels=1, iterations=(2,), geom_iterations=2, filter_min_num_consistent=1)
     init = None
     if geometric:
         init = _exact_init(data)
         init.depth *= 1.0 + 0.05 * torch.from_numpy(np.random.default_rng(1).standard_normal(init.depth.shape)).float()
-    runs = [
-        patch_match(ref, sources, depth_range, config, init=init, geometric=geometric, backend=b, dtype=torch.float64)
-        for b in ("cpu", "torch")
-    ]
-    fast, reference = runs
-    np.testing.assert_allclose(fast.depth.numpy(), reference.depth.numpy(), rtol=1e-5, atol=0)
-    np.testing.assert_allclose(fast.normal.numpy(), reference.normal.numpy(), atol=1e-5)
-    np.testing.assert_allclose(fast.cost.numpy(), reference.cost.numpy(), atol=1e-5)
-    assert np.array_equal(fast.consistent.numpy(), reference.consistent.numpy())
+    fast = patch_match(ref, sources, depth_range, config, init=init, geometric=geometric, backend="cpu")
+    _, ref, sources, _, _ = _views(48, 36, device, depth=geometric)
+    if init is not None:
+        init = DepthNormal(init.depth.to(device), init.normal.to(device), init.cost)
+    reference = patch_match(ref, sources, depth_range, config, init=init, geometric=geometric, backend="torch",
+                            dtype=torch.float64)
+    same = np.isclose(fast.depth.numpy(), reference.depth.cpu().numpy(), rtol=1e-5, atol=0)
+    if device == "cpu":
+        assert same.all()
+        np.testing.assert_allclose(fast.normal.numpy(), reference.normal.numpy(), atol=1e-5)
+        np.testing.assert_allclose(fast.cost.numpy(), reference.cost.numpy(), atol=1e-5)
+        assert np.array_equal(fast.consistent.numpy(), reference.consistent.numpy())
+    else:
+        assert same.mean() > 0.98
     assert 0 < (fast.depth > 0).float().mean() < 1
 
 

@@ -2,7 +2,8 @@
 
 Follows `rules` exactly, vectorised over the pixels of one checkerboard colour; the numba kernels in
 `cpu_kernels` make the same choices from the same random numbers and are tested against this module. Pixels are
-processed in chunks so memory stays bounded (`CHUNK` window samples per source at a time).
+processed in chunks so memory stays bounded (`CHUNK` window samples per source at a time, on a GPU `GPU_CHUNK`:
+fewer, larger launches).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from mapforge.mvs.patchmatch import rules as R
 
 CHUNK = 1 << 21
+GPU_CHUNK = 1 << 25
 
 
 @dataclass
@@ -201,8 +203,8 @@ def view_costs(problem: Problem, win: Windows, depth: torch.Tensor, normal: torc
     return torch.where(usable[..., None], costs, torch.full_like(costs, R.MAX_COST))
 
 
-def _chunks(count: int, per_item: int):
-    step = max(1, CHUNK // max(per_item, 1))
+def _chunks(count: int, per_item: int, device: torch.device):
+    step = max(1, (CHUNK if device.type == "cpu" else GPU_CHUNK) // max(per_item, 1))
     for start in range(0, count, step):
         yield slice(start, min(start + step, count))
 
@@ -229,7 +231,7 @@ def plane_costs(problem: Problem, depth: torch.Tensor, normal: torch.Tensor, s: 
     out = torch.empty(height * width, dtype=depth.dtype, device=depth.device)
     views = torch.empty((height * width, m), dtype=torch.int32, device=depth.device)
     n = len(torch.arange(-s.window_radius, s.window_radius + 1, s.window_step)) ** 2
-    for part in _chunks(len(rows), n):
+    for part in _chunks(len(rows), n, depth.device):
         win = windows(problem, rows[part], cols[part], s)
         d = depth[rows[part], cols[part]].to(problem.geo.dtype)[:, None]
         nrm = normal[rows[part], cols[part]].to(problem.geo.dtype)[:, None]
@@ -335,7 +337,7 @@ def sweep(colour: int, problem: Problem, depth, normal, cost, views, rnd: torch.
     n = len(torch.arange(-s.window_radius, s.window_radius + 1, s.window_step)) ** 2
     dtype = problem.geo.dtype
     updates = []
-    for part in _chunks(len(rows), n * 12):
+    for part in _chunks(len(rows), n * 12, cost.device):
         r, c = rows[part], cols[part]
         win = windows(problem, r, c, s)
         start_d, start_n = depth[r, c].to(dtype), normal[r, c].to(dtype)
@@ -378,7 +380,7 @@ def consistent_views(problem: Problem, depth, normal, s: Settings, min_ncc: floa
     out = torch.zeros(height * width, dtype=torch.int32, device=depth.device)
     n = len(torch.arange(-s.window_radius, s.window_radius + 1, s.window_step)) ** 2
     photo_only = Settings(**{**s.__dict__, "geometric": False})
-    for part in _chunks(len(rows), n):
+    for part in _chunks(len(rows), n, depth.device):
         r, c = rows[part], cols[part]
         win = windows(problem, r, c, s)
         d = depth[r, c].to(dtype)
