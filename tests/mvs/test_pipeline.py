@@ -112,3 +112,12 @@ def test_bad_input_is_one_line(scene: Path, tmp_path: Path, capsys: pytest.Captu
     empty_run.mkdir()
     (empty_run / "run.toml").write_text(f'images = "{scene / "images"}"\noutput = "{empty_run}"\n')
     assert "no posed model" in _error(capsys, str(empty_run), "-o", str(tmp_path / "d"))
+
+
+def test_colmaps_own_fusion_reads_the_workspace(scene: Path, tmp_path: Path) -> None:
+    """The maps, model and config files are COLMAP's: its StereoFusion fuses them into about as many points."""
+    pycolmap = pytest.importorskip("pycolmap")
+    result = run_mvs(read_model(scene / "sparse_gt"), scene / "images", tmp_path / "dense", _config())
+    pycolmap.stereo_fusion(str(tmp_path / "colmap.ply"), str(tmp_path / "dense"), input_type="geometric", output_type="ply")
+    colmap = read_point_cloud(tmp_path / "colmap.ply")[0]
+    assert abs(len(colmap) - result.report["fused_points"]) < 0.1 * result.report["fused_points"]
