@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from mapforge.errors import InputError, MapforgeError
+from mapforge.errors import InputError, MapforgeError, check_settings
 from mapforge.io.colmap_dense import read_array
 from mapforge.io.images import read_image
 from mapforge.mvs.workspace import Workspace
@@ -50,21 +50,15 @@ class FusionConfig:
     check_num_images: int = 50
 
     def __post_init__(self) -> None:
-        bad = [
-            name
-            for name, ok in {
-                "min_num_pixels": self.min_num_pixels >= 1,
-                "max_num_pixels": self.max_num_pixels >= self.min_num_pixels,
-                "max_traversal_depth": self.max_traversal_depth >= 1,
-                "max_reproj_error": self.max_reproj_error > 0,
-                "max_depth_error": self.max_depth_error > 0,
-                "max_normal_error": 0 < self.max_normal_error <= 180,
-                "check_num_images": self.check_num_images >= 1,
-            }.items()
-            if not ok
-        ]
-        if bad:
-            raise InputError(f"invalid fusion setting(s): {', '.join(bad)}")
+        check_settings("fusion", {
+            "min_num_pixels": self.min_num_pixels >= 1,
+            "max_num_pixels": self.max_num_pixels >= self.min_num_pixels,
+            "max_traversal_depth": self.max_traversal_depth >= 1,
+            "max_reproj_error": self.max_reproj_error > 0,
+            "max_depth_error": self.max_depth_error > 0,
+            "max_normal_error": 0 < self.max_normal_error <= 180,
+            "check_num_images": self.check_num_images >= 1,
+        })  # fmt: skip
 
 
 @dataclass

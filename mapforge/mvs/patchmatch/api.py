@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mapforge.errors import InputError
+from mapforge.errors import InputError, check_settings
 from mapforge.geometry.transforms import Rigid3
 from mapforge.mvs.patchmatch import rules, torch_ref
 from mapforge.mvs.patchmatch.torch_ref import Problem, Settings
@@ -92,9 +92,7 @@ class PatchMatchConfig:
         }
         if self.sigma_spatial is not None:
             checks["sigma_spatial"] = self.sigma_spatial > 0
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise InputError(f"invalid PatchMatch setting(s): {', '.join(bad)}")
+        check_settings("PatchMatch", checks)
 
 
 @dataclass

@@ -97,11 +97,7 @@ def _view_cost(s, u, v, q0, q1, q2, srcs, src_size, geo, n, du, dv, wts, vals, r
     ext_x = (abs(ax) * max(abs(du[0]), abs(du[n - 1])) + abs(bx) * max(abs(dv[0]), abs(dv[n - 1]))) * grow
     ext_y = (abs(ay) * max(abs(du[0]), abs(du[n - 1])) + abs(by) * max(abs(dv[0]), abs(dv[n - 1]))) * grow
     inside = xc - ext_x >= 0.0 and yc - ext_y >= 0.0 and xc + ext_x < width - 1.0 and yc + ext_y < height - 1.0
-    img = srcs[s]
-    if inside:
-        s1, s2, sr = _sample_inside(img, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals)
-    else:
-        s1, s2, sr = _sample_clamped(img, width, height, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals)
+    s1, s2, sr = _samples(srcs[s], width, height, not inside, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals)
     svar = s2 - s1 * s1
     if svar < R.MIN_VARIANCE or rvar < R.MIN_VARIANCE:
         return R.MAX_COST
@@ -110,35 +106,9 @@ def _view_cost(s, u, v, q0, q1, q2, srcs, src_size, geo, n, du, dv, wts, vals, r
 
 
 @njit(cache=True, fastmath=True)
-def _sample_inside(img, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals):
-    """Weighted sums (w s, w s^2, w s r) of the window's bilinear samples, all known to lie inside the image."""
-    s1 = 0.0
-    s2 = 0.0
-    sr = 0.0
-    for k in range(n):
-        a = du[k]
-        b = dv[k]
-        e = eu * a + ev * b
-        f = 1.0 - e + e * e
-        sx = xc + (ax * a + bx * b) * f
-        sy = yc + (ay * a + by * b) * f
-        ix = int(sx)
-        iy = int(sy)
-        fx = sx - ix
-        fy = sy - iy
-        top = img[iy, ix] + fx * (img[iy, ix + 1] - img[iy, ix])
-        bottom = img[iy + 1, ix] + fx * (img[iy + 1, ix + 1] - img[iy + 1, ix])
-        value = top + fy * (bottom - top)
-        w = wts[k]
-        s1 += w * value
-        s2 += w * value * value
-        sr += w * value * vals[k]
-    return s1, s2, sr
-
-
-@njit(cache=True, fastmath=True)
-def _sample_clamped(img, width, height, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals):
-    """As `_sample_inside`, with sample positions clamped to the image (its edge pixels repeat outwards)."""
+def _samples(img, width, height, clamp, xc, yc, ax, bx, ay, by, eu, ev, n, du, dv, wts, vals):
+    """Weighted sums (w s, w s^2, w s r) of the window's bilinear samples; positions clamped to the image when
+    `clamp` (its edge pixels repeat outwards), else known to lie inside."""
     wm1 = width - 1.0
     hm1 = height - 1.0
     s1 = 0.0
@@ -149,8 +119,11 @@ def _sample_clamped(img, width, height, xc, yc, ax, bx, ay, by, eu, ev, n, du, d
         b = dv[k]
         e = eu * a + ev * b
         f = 1.0 - e + e * e
-        sx = min(max(xc + (ax * a + bx * b) * f, 0.0), wm1)
-        sy = min(max(yc + (ay * a + by * b) * f, 0.0), hm1)
+        sx = xc + (ax * a + bx * b) * f
+        sy = yc + (ay * a + by * b) * f
+        if clamp:
+            sx = min(max(sx, 0.0), wm1)
+            sy = min(max(sy, 0.0), hm1)
         ix = min(int(sx), width - 2)
         iy = min(int(sy), height - 2)
         fx = sx - ix
