@@ -99,7 +99,7 @@ def test_evaluation_of_an_empty_split_and_of_views(tmp_path):
     assert sorted(p.name for p in (tmp_path / "renders").iterdir()) == ["a.png", "b.png"]
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(InputError, match="cannot create the folder"):
+    with pytest.raises(InputError, match="is an existing file"):
         evaluate_views(["a.jpg"], render, blocker)
 
 
