@@ -305,20 +305,78 @@ def _seen_before(seen, count, d, nx, ny, nz):
     return False
 
 
+@njit(cache=True, fastmath=True)
+def _score(d, nx, ny, nz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean, rvar, iparams, fparams,
+           src_depths, scored, m, sub):
+    """A candidate's cost: the mean of its `num_best_views` lowest costs in the pixel's scored views."""
+    _view_costs(d, nx, ny, nz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean, rvar, iparams,
+                fparams, src_depths, scored, m, sub)
+    return _mean_of_smallest(sub, m, iparams[2])
+
+
+@njit(cache=True, fastmath=True)
+def _propagate(r, c, u, v, rx, ry, depth, normal, cost, offsets, counts, seen, best, bd, bnx, bny, bnz, kref, srcs,
+               src_size, geo, n, du, dv, wts, vals, rmean, rvar, iparams, fparams, src_depths, scored, m, sub):
+    """The best of the pixel's plane and the 8 regions' planes (repeats skipped): (cost, d, nx, ny, nz)."""
+    dmin, dmax = fparams[3], fparams[4]
+    seen[0, 0], seen[0, 1], seen[0, 2], seen[0, 3] = bd, bnx, bny, bnz
+    num_seen = 1
+    for g in range(offsets.shape[0]):
+        pick_r, pick_c = _neighbour(cost, r, c, offsets, counts, g)
+        if pick_r < 0:
+            continue
+        d = _transfer_depth(depth, normal, pick_r, pick_c, rx, ry, kref, dmin, dmax)
+        if d < 0.0:
+            continue
+        nx, ny, nz = normal[pick_r, pick_c, 0], normal[pick_r, pick_c, 1], normal[pick_r, pick_c, 2]
+        if _seen_before(seen, num_seen, d, nx, ny, nz):
+            continue
+        seen[num_seen, 0], seen[num_seen, 1], seen[num_seen, 2], seen[num_seen, 3] = d, nx, ny, nz
+        num_seen += 1
+        candidate = _score(d, nx, ny, nz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean, rvar,
+                           iparams, fparams, src_depths, scored, m, sub)
+        if candidate < best:
+            best, bd, bnx, bny, bnz = candidate, d, nx, ny, nz
+    return best, bd, bnx, bny, bnz
+
+
+@njit(cache=True, fastmath=True)
+def _refine(w, best, bd, bnx, bny, bnz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean, rvar,
+            iparams, fparams, src_depths, scored, m, sub):
+    """The best of `best` and the 4 refinement candidates around it from the uniforms `w [7]`, in the rules' order."""
+    pert, dmin, dmax = fparams[2], fparams[3], fparams[4]
+    d_prt = min(max(bd * (1.0 + pert * (2.0 * w[3] - 1.0)), dmin), dmax)
+    pnx, pny, pnz = _perturbed_normal(bnx, bny, bnz, w[4], w[5], w[6], pert, rx, ry)
+    rnx, rny, rnz = _random_normal(w[1], w[2], rx, ry)
+    d_rnd = 1.0 / (1.0 / dmax + w[0] * (1.0 / dmin - 1.0 / dmax))
+    new, nd, nnx, nny, nnz = best, bd, bnx, bny, bnz
+    for t in range(4):
+        d = d_rnd if t == 3 else (bd if t == 1 else d_prt)
+        if t == 0:
+            nx, ny, nz = bnx, bny, bnz
+        elif t == 3:
+            nx, ny, nz = rnx, rny, rnz
+        else:
+            nx, ny, nz = pnx, pny, pnz
+        candidate = _score(d, nx, ny, nz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean, rvar,
+                           iparams, fparams, src_depths, scored, m, sub)
+        if candidate < new:
+            new, nd, nnx, nny, nnz = candidate, d, nx, ny, nz
+    return new, nd, nnx, nny, nnz
+
+
 @njit(cache=True, fastmath=True, parallel=True)
 def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, views, rnd, offsets, counts, iparams, fparams,
           src_depths):
     """One half sweep in place over the pixels of `colour`, as `rules` describes: `rnd [H, W, 7]` uniforms,
     `views [H, W, M]` int32 each pixel's scored views (updated with its plane)."""
     height, width = ref.shape
-    radius, step, k_best = iparams[0], iparams[1], iparams[2]
+    radius, step = iparams[0], iparams[1]
     num_sources = geo.shape[0]
     m = min(iparams[4], num_sources)
     inv_2ss = 1.0 / (2.0 * fparams[0] * fparams[0])
     inv_2sc = 1.0 / (2.0 * fparams[1] * fparams[1])
-    pert, dmin, dmax = fparams[2], fparams[3], fparams[4]
     side = (2 * radius) // step + 1
-    num_regions = offsets.shape[0]
     for r in prange(height):
         du = np.empty(side * side)
         dv = np.empty(side * side)
@@ -329,63 +387,34 @@ def sweep(colour, ref, srcs, src_size, geo, kref, depth, normal, cost, views, rn
         scored = np.empty(m, np.int64)
         full = np.empty(num_sources)
         sub = np.empty(num_sources)
-        seen = np.empty((num_regions + 1, 4))
+        seen = np.empty((offsets.shape[0] + 1, 4))
         for c in range((r + colour) % 2, width, 2):
             u = c + 0.5
             v = r + 0.5
             rx = (u - kref[2]) / kref[0]
             ry = (v - kref[3]) / kref[1]
             n, rmean, rvar = _window(ref, r, c, radius, step, inv_2ss, inv_2sc, du, dv, wts, vals)
-            best_d = depth[r, c]
-            bnx, bny, bnz = normal[r, c, 0], normal[r, c, 1], normal[r, c, 2]
-            best = cost[r, c]
             for i in range(m):
                 scored[i] = views[r, c, i]
-            cur_d, cnx, cny, cnz, d_prt, pnx, pny, pnz = best_d, bnx, bny, bnz, best_d, bnx, bny, bnz
-            seen[0, 0], seen[0, 1], seen[0, 2], seen[0, 3] = best_d, bnx, bny, bnz
-            num_seen = 1
-            for g in range(num_regions + 4):
-                if g < num_regions:
-                    pick_r, pick_c = _neighbour(cost, r, c, offsets, counts, g)
-                    if pick_r < 0:
-                        continue
-                    d = _transfer_depth(depth, normal, pick_r, pick_c, rx, ry, kref, dmin, dmax)
-                    if d < 0.0:
-                        continue
-                    nx, ny, nz = normal[pick_r, pick_c, 0], normal[pick_r, pick_c, 1], normal[pick_r, pick_c, 2]
-                    if _seen_before(seen, num_seen, d, nx, ny, nz):
-                        continue
-                    seen[num_seen, 0], seen[num_seen, 1], seen[num_seen, 2], seen[num_seen, 3] = d, nx, ny, nz
-                    num_seen += 1
-                elif g == num_regions:  # refinement starts from the best plane after propagation
-                    cur_d, cnx, cny, cnz = best_d, bnx, bny, bnz
-                    d_prt = min(max(cur_d * (1.0 + pert * (2.0 * rnd[r, c, 3] - 1.0)), dmin), dmax)
-                    pnx, pny, pnz = _perturbed_normal(cnx, cny, cnz, rnd[r, c, 4], rnd[r, c, 5], rnd[r, c, 6],
-                                                      pert, rx, ry)
-                    d, nx, ny, nz = d_prt, cnx, cny, cnz
-                elif g == num_regions + 1:
-                    d, nx, ny, nz = cur_d, pnx, pny, pnz
-                elif g == num_regions + 2:
-                    d, nx, ny, nz = d_prt, pnx, pny, pnz
-                else:
-                    d = 1.0 / (1.0 / dmax + rnd[r, c, 0] * (1.0 / dmin - 1.0 / dmax))
-                    nx, ny, nz = _random_normal(rnd[r, c, 1], rnd[r, c, 2], rx, ry)
-                _view_costs(d, nx, ny, nz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean,
-                            rvar, iparams, fparams, src_depths, scored, m, sub)
-                candidate = _mean_of_smallest(sub, m, k_best)
-                if candidate < best:
-                    best, best_d, bnx, bny, bnz = candidate, d, nx, ny, nz
-            if best_d == depth[r, c] and bnx == normal[r, c, 0] and bny == normal[r, c, 1] and bnz == normal[r, c, 2]:
+            best, bd, bnx, bny, bnz = _propagate(
+                r, c, u, v, rx, ry, depth, normal, cost, offsets, counts, seen, np.float64(cost[r, c]),
+                np.float64(depth[r, c]), np.float64(normal[r, c, 0]), np.float64(normal[r, c, 1]),
+                np.float64(normal[r, c, 2]), kref, srcs, src_size, geo, n, du, dv, wts, vals,
+                rmean, rvar, iparams, fparams, src_depths, scored, m, sub,
+            )  # fmt: skip
+            best, bd, bnx, bny, bnz = _refine(
+                rnd[r, c], best, bd, bnx, bny, bnz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals,
+                rmean, rvar, iparams, fparams, src_depths, scored, m, sub,
+            )  # fmt: skip
+            if bd == depth[r, c] and bnx == normal[r, c, 0] and bny == normal[r, c, 1] and bnz == normal[r, c, 2]:
                 continue
             # a new plane: stored, then scored (as stored) in every view for its best views and their cost
-            depth[r, c] = best_d
-            normal[r, c, 0] = bnx
-            normal[r, c, 1] = bny
-            normal[r, c, 2] = bnz
-            best_d, bnx, bny, bnz = depth[r, c], normal[r, c, 0], normal[r, c, 1], normal[r, c, 2]
-            _view_costs(best_d, bnx, bny, bnz, u, v, rx, ry, kref, srcs, src_size, geo, n, du, dv, wts, vals, rmean,
-                        rvar, iparams, fparams, src_depths, all_views, num_sources, full)
-            cost[r, c] = _rank_views(full, num_sources, m, k_best, ranked, views, r, c)
+            depth[r, c] = bd
+            normal[r, c, 0], normal[r, c, 1], normal[r, c, 2] = bnx, bny, bnz
+            _view_costs(depth[r, c], normal[r, c, 0], normal[r, c, 1], normal[r, c, 2], u, v, rx, ry, kref, srcs,
+                        src_size, geo, n, du, dv, wts, vals, rmean, rvar, iparams, fparams, src_depths, all_views,
+                        num_sources, full)
+            cost[r, c] = _rank_views(full, num_sources, m, iparams[2], ranked, views, r, c)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
