@@ -7,8 +7,10 @@ stage is complete once `report.json` exists.
 
 from __future__ import annotations
 
+import json
 import math
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -152,6 +154,30 @@ def _mesh(workspace: Workspace, cloud: FusedCloud, config: MVSConfig) -> dict | 
     return {"vertices": int(vertices), "triangles": int(triangles)}
 
 
+def _map_settings(config: MVSConfig) -> dict:
+    """The options the depth and normal maps depend on (those of fusion and meshing do not matter to them)."""
+    keys = ("max_image_size", "num_sources", "min_triangulation_angle", "depth_range", "geom_consistency", "patch_match", "seed")
+    return json.loads(json.dumps({key: value for key, value in asdict(config).items() if key in keys}))
+
+
+def _start_maps(workspace: Workspace, config: MVSConfig) -> None:
+    """Drop the workspace's maps (and its summary) when they were computed with other options, so that a re-run
+    never fuses maps of other settings; then record the options the maps will come from."""
+    settings = _map_settings(config)
+    try:
+        previous = json.loads(workspace.map_settings.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if previous != settings:
+        if previous is not None:
+            print(f"dense: the maps in {workspace.stereo} came from other options; computing them again")
+        for folder in (workspace.stereo / "depth_maps", workspace.stereo / "normal_maps"):
+            shutil.rmtree(folder, ignore_errors=True)
+        workspace.map_stats.unlink(missing_ok=True)
+        workspace.report.unlink(missing_ok=True)
+    write_json(workspace.map_settings, settings)
+
+
 def run_mvs(model: Reconstruction, image_dir: str | Path, out_dir: str | Path, config: MVSConfig | None = None) -> MVSResult:
     """Dense reconstruction of `model` (posed images in `image_dir`) into the workspace `out_dir`."""
     config = config or MVSConfig()
@@ -165,6 +191,7 @@ def run_mvs(model: Reconstruction, image_dir: str | Path, out_dir: str | Path, c
         timings[name] = round(time.perf_counter() - t0, 3)
         return result
 
+    _start_maps(workspace, config)
     undistorted = timed("undistort", undistort, model, image_dir, workspace, config.max_image_size)
     sources, ranges, overlap = timed("select", _select, undistorted, config)
     names = {i: undistorted.images[i].name for i in undistorted.images}

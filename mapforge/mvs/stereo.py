@@ -8,6 +8,7 @@ and maps are read through an `ArrayCache` of fixed size.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mapforge.io.atomic import write_json
 from mapforge.io.colmap_dense import read_array, write_array
 from mapforge.io.images import read_rgb
 from mapforge.mvs.cache import ArrayCache
@@ -104,11 +106,20 @@ def sweeps_per_image(job: StereoJob, image_id: int, geometric: bool) -> int:
     return num_sweeps((camera.height, camera.width), job.config, geometric)
 
 
+def _read_stats(job: StereoJob) -> dict:
+    try:
+        stats = json.loads(job.workspace.map_stats.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
 def run_pass(job: StereoJob, geometric: bool, progress: Callable[[], None], on_image: Callable[[str], None]) -> list[dict]:
-    """Compute the missing maps of one pass; returns per-image statistics (name, seconds, valid fraction)."""
+    """Compute the missing maps of one pass; returns the statistics (image, pass, seconds, valid fraction) of every
+    map of the pass, those of earlier runs included (`Workspace.map_stats`)."""
     kind = GEOMETRIC if geometric else PHOTOMETRIC
     reader = _Reader(job)
-    stats = []
+    stats = _read_stats(job)
     for image_id in pending(job, kind):
         name = job.model.images[image_id].name
         on_image(name)
@@ -116,5 +127,8 @@ def run_pass(job: StereoJob, geometric: bool, progress: Callable[[], None], on_i
         maps = _one(job, reader, image_id, geometric, progress)
         _write(job, image_id, kind, maps)
         valid = float((maps.depth > 0).float().mean())
-        stats.append({"image": name, "pass": kind, "seconds": round(time.perf_counter() - start, 3), "valid_fraction": round(valid, 4)})
-    return stats
+        stats[f"{kind}/{name}"] = {"image": name, "pass": kind, "seconds": round(time.perf_counter() - start, 3),
+                                   "valid_fraction": round(valid, 4)}  # fmt: skip
+        write_json(job.workspace.map_stats, stats)
+    names = [job.model.images[i].name for i in sorted(job.model.images)]
+    return [stats[f"{kind}/{name}"] for name in names if f"{kind}/{name}" in stats]

@@ -5,6 +5,8 @@
     W/stereo/depth_maps/NAME.KIND.bin          float32 [H, W] z-depth, 0 = none (KIND: photometric, geometric)
     W/stereo/normal_maps/NAME.KIND.bin         float32 [H, W, 3] unit normals, camera frame, facing the camera
     W/stereo/patch-match.cfg, fusion.cfg       the source images of every reference, the images to fuse
+    W/stereo/maps.json                         mapforge's record of each map: seconds taken, fraction of pixels kept
+    W/stereo/settings.json                     the options the maps were computed with (other options: computed again)
     W/fused.ply                                fused cloud (x y z, nx ny nz, red green blue)
     W/meshed-poisson.ply                       screened Poisson mesh
     W/report.json                              the stage summary, written last: the stage is complete when it exists
@@ -52,6 +54,14 @@ class Workspace:
     @property
     def fusion_cfg(self) -> Path:
         return self.stereo / "fusion.cfg"
+
+    @property
+    def map_settings(self) -> Path:
+        return self.stereo / "settings.json"
+
+    @property
+    def map_stats(self) -> Path:
+        return self.stereo / "maps.json"
 
     @property
     def fused(self) -> Path:

@@ -52,6 +52,9 @@ def test_run_mvs_writes_colmaps_dense_workspace_and_resumes(scene: Path, tmp_pat
     again = run_mvs(model, scene / "images", tmp_path / "dense", _config())
     assert ws.depth_map("000.png", "geometric").stat().st_mtime_ns == stamp
     assert again.report["fused_points"] == result.report["fused_points"]
+    assert again.report["images"] == result.report["images"]  # the maps' records survive the re-run
+    other = run_mvs(model, scene / "images", tmp_path / "dense", _config(max_image_size=64))  # other options
+    assert read_array(ws.depth_map("000.png", "geometric")).shape == (48, 64) and other.report["image_size"] == 64
 
 
 def test_without_the_geometric_pass_photometric_maps_are_filtered_and_fused(scene: Path, tmp_path: Path) -> None:
